@@ -7,4 +7,6 @@
 pub mod gguf;
 pub mod kernels;
 pub mod model;
+pub mod probes;
+pub mod tokenizer;
 pub mod weights;

@@ -308,13 +308,15 @@ impl Gguf {
                 .and_then(|o| o.checked_add(t.size).map(|e| (o, e)));
             match abs {
                 Some((start, end)) if end <= file_size => t.offset = start,
-                _ => return Err(GgufError::Invalid {
-                    what: format!("tensor `{}`", t.name),
-                    detail: format!(
+                _ => {
+                    return Err(GgufError::Invalid {
+                        what: format!("tensor `{}`", t.name),
+                        detail: format!(
                         "data [{} + {}, +{} bytes) runs past the end of the {file_size}-byte file",
                         data_offset, t.offset, t.size
                     ),
-                }),
+                    })
+                }
             }
         }
         let mut by_offset: Vec<&TensorInfo> = raw.iter().filter(|t| t.size > 0).collect();
