@@ -151,6 +151,11 @@ pub struct SourceStats {
 pub trait WeightSource: Send + Sync {
     fn kind(&self) -> SourceKind;
 
+    /// Called once after the model is bound (a streaming source plans its reads here).
+    fn attach_model(&mut self, _model: &crate::model::Model) -> Result<(), WeightError> {
+        Ok(())
+    }
+
     /// A forward pass over `n_tokens` tokens in `phase` begins.
     fn begin_pass(&self, _phase: Phase, _n_tokens: usize) -> Result<(), WeightError> {
         Ok(())
