@@ -68,7 +68,8 @@ pub fn main(a: InspectArgs) -> Result<ExitCode> {
     )?;
     writeln!(out, "arch:        {}", g.architecture().unwrap_or("?"))?;
     match Config::from_gguf(&g) {
-        Ok(c) => writeln!(out, 
+        Ok(c) => writeln!(
+                out,
             "config:      {} layers, width {}, ffn {}, heads {}/{} (kv), head dim {}, rope {:?} base {} scale {}, vocab {}, train ctx {}",
             c.n_layer, c.n_embd, c.n_ff, c.n_head, c.n_head_kv, c.head_dim, c.rope_style, c.rope_base, 1.0 / c.rope_freq_scale, c.n_vocab, c.n_ctx_train
         )?,
