@@ -22,7 +22,7 @@ PROMPTS=(
     "The three primary colors are"
     $'<|im_start|>user\nWhat is the boiling point of water?<|im_end|>\n<|im_start|>assistant\n'
 )
-commit="$(cat "$BIN/../../src/.flashslim-version" 2>/dev/null || echo "llama-cpp-python 0.3.36 vendored llama.cpp")"
+commit="llama.cpp vendored in llama-cpp-python $(cat "$BIN/../../src/.flashslim-sdist")"
 
 python3 - "$BIN" "$M" "$OUT" "$TEXT" "$GREEDY_N" "$PPL_CTX" "$PPL_CHUNKS" "$commit" "${MODELS[*]}" "${PROMPTS[@]}" <<'PY'
 import json, re, subprocess, sys
