@@ -324,33 +324,33 @@ fn stream_decoder_holds_split_characters() {
     let mut splits = 0;
     for vocab in ["smollm2", "llama-spm", "qwen2"] {
         let t = tokenizer(vocab);
-        for c in cases(vocab).1 {
+        // The cases llama.cpp round-trips exactly.
+        let round_trips = cases(vocab)
+            .1
+            .into_iter()
+            .filter(|c| fixture_bytes(&c.fx, "detok_plain") == c.text.as_bytes());
+        for c in round_trips {
             let toks = t.encode(&c.text, false, false).unwrap();
             let mut d = StreamDecoder::new();
             let mut out = String::new();
+            let mut all = Vec::new();
             for &id in &toks {
                 let piece = t.piece(id, false);
-                let s = d.push(&t, id);
                 if std::str::from_utf8(piece).is_err() {
                     splits += 1;
                 }
-                out.push_str(&s);
+                all.extend_from_slice(piece);
+                out.push_str(&d.push(&t, id));
             }
             out.push_str(&d.flush());
-            let want = t.detokenize_bytes(&toks, false, false);
-            // detokenize strips the SPM space prefix; the stream prints it, like llama-completion.
-            let want = String::from_utf8(want).unwrap();
-            let want = if vocab == "llama-spm" && !c.text.starts_with(' ') && out.starts_with(' ') {
-                format!(" {want}")
-            } else {
-                want
+            // The stream is the pieces joined, and that is the text (with SPM's space prefix,
+            // which a stream shows as llama-completion does).
+            assert_eq!(out.as_bytes(), &all[..], "{vocab} {}", c.name);
+            let text = match vocab {
+                "llama-spm" => out.strip_prefix(' ').unwrap_or(&out),
+                _ => &out,
             };
-            assert_eq!(out, want, "{vocab} {}", c.name);
-            assert!(
-                !out.contains('\u{FFFD}') || c.text.contains('\u{FFFD}'),
-                "{vocab} {}",
-                c.name
-            );
+            assert_eq!(text, c.text, "{vocab} {}", c.name);
         }
     }
     assert!(
@@ -397,12 +397,10 @@ fn special_tokens_parse_only_when_asked() {
     // Qwen2's user-defined tokens are cut out even without parse_special; its control tokens
     // are not.
     let q = tokenizer("qwen2");
-    let user_defined = q.token_id("<|fim_prefix|>").unwrap();
+    let user_defined = q.token_id("[PAD151650]").unwrap();
     let control = q.token_id("<|im_start|>").unwrap();
     assert!(!q.is_special(user_defined) && q.is_special(control));
-    let plain = q
-        .encode("a<|fim_prefix|>b<|im_start|>", false, false)
-        .unwrap();
+    let plain = q.encode("a[PAD151650]b<|im_start|>", false, false).unwrap();
     assert!(
         plain.contains(&user_defined) && !plain.contains(&control),
         "{plain:?}"
@@ -506,7 +504,11 @@ fn chat_templates_match_llama_cpp() {
     for c in fx["cases"].as_array().unwrap() {
         let vocab = c["vocab"].as_str().unwrap();
         let t = tokenizer(vocab);
-        let tmpl = c["template"].as_str().unwrap();
+        // No template: the vocabulary's own.
+        let tmpl = match c["template"].as_str() {
+            Some(s) => s.to_string(),
+            None => t.chat_template().expect("vocabulary template").to_string(),
+        };
         let msgs: Vec<ChatMessage> = c["messages"]
             .as_array()
             .unwrap()
@@ -515,7 +517,7 @@ fn chat_templates_match_llama_cpp() {
             .collect();
         let add = c["add_generation_prompt"].as_bool().unwrap();
         let now = c["unix_time"].as_i64();
-        let got = t.render_template(tmpl, &msgs, add, now);
+        let got = t.render_template(&tmpl, &msgs, add, now);
         match c["expected"].as_str() {
             Some(want) => assert_eq!(got.unwrap(), want, "{}", c["name"]),
             None => {
@@ -553,7 +555,19 @@ fn chat_template_errors() {
     assert!(spm.render_chat(&[], true).is_err()); // no template in this vocabulary
 }
 
-/// Perplexity tokenizes whole files: the GPL (35 KB) must take well under 100 ms.
+/// CPU time of the calling thread (wall time would count other processes sharing the cores).
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Perplexity tokenizes whole files: the GPL (35 KB) must take well under 100 ms of CPU.
 #[test]
 fn encodes_a_license_quickly() {
     let text = std::fs::read_to_string("/usr/share/common-licenses/GPL-3").unwrap_or_else(|_| {
@@ -566,12 +580,18 @@ fn encodes_a_license_quickly() {
         let t = tokenizer(vocab);
         let mut best = Duration::MAX;
         for _ in 0..3 {
-            let t0 = Instant::now();
+            let (c0, w0) = (thread_cpu_time(), Instant::now());
             let toks = t.encode(&text, true, false).unwrap();
-            best = best.min(t0.elapsed());
+            let cpu = thread_cpu_time() - c0;
+            eprintln!(
+                "{vocab}: {} bytes, {} tokens: {cpu:?} CPU, {:?} wall",
+                text.len(),
+                toks.len(),
+                w0.elapsed()
+            );
+            best = best.min(cpu);
             assert!(toks.len() > text.len() / 8);
         }
-        eprintln!("{vocab}: {} bytes in {best:?}", text.len());
         if !cfg!(debug_assertions) {
             assert!(best < Duration::from_millis(100), "{vocab}: {best:?}");
         }

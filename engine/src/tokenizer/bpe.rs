@@ -1,12 +1,13 @@
 //! GPT-2-style byte-level BPE: words from the pre-tokenizer are spelled in GPT-2's byte
 //! alphabet, then adjacent pieces merge, lowest merge rank first (ties: leftmost first).
 
+use super::hash::FastMap;
 use super::pretok::{self, Splitter};
 use super::unicode::ByteAlphabet;
 use super::vocab::Vocab;
 use super::TokenizerError;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 
 /// No piece: a string that appears in neither the vocabulary nor the merges.
 const NONE: u32 = u32::MAX;
@@ -20,7 +21,7 @@ pub(crate) struct Bpe {
     byte_piece: [u32; 256],
     /// (left piece, right piece) -> (rank, merged piece). Pieces are token ids for vocabulary
     /// strings and ids from `n_vocab` up for strings that only the merges mention.
-    merges: HashMap<(u32, u32), (u32, u32)>,
+    merges: FastMap<(u32, u32), (u32, u32)>,
 }
 
 impl Bpe {
@@ -30,7 +31,7 @@ impl Bpe {
         splitter: Splitter,
         ignore_merges: bool,
     ) -> Result<Bpe, TokenizerError> {
-        let mut extra: HashMap<String, u32> = HashMap::new();
+        let mut extra: FastMap<String, u32> = FastMap::default();
         let n_vocab = vocab.len() as u32;
         let mut intern = |s: &str| -> u32 {
             if let Some(&id) = vocab.index.get(s) {
@@ -39,7 +40,8 @@ impl Bpe {
             let next = n_vocab + extra.len() as u32;
             *extra.entry(s.to_string()).or_insert(next)
         };
-        let mut table = HashMap::with_capacity(merges.len());
+        let mut table = FastMap::with_capacity_and_hasher(merges.len(), Default::default());
+        let mut joined = String::new();
         for (rank, m) in merges.iter().enumerate() {
             // The separator is the first space after the first byte.
             let sep = m.as_bytes().iter().skip(1).position(|&b| b == b' ');
@@ -50,7 +52,10 @@ impl Bpe {
             };
             let (left, right) = (&m[..sep], &m[sep + 1..]);
             let key = (intern(left), intern(right));
-            let merged = intern(&format!("{left}{right}"));
+            joined.clear();
+            joined.push_str(left);
+            joined.push_str(right);
+            let merged = intern(&joined);
             // A repeated merge keeps its first (best) rank.
             table.entry(key).or_insert((rank as u32, merged));
         }

@@ -1,7 +1,14 @@
 //! Chat templates: the model's `tokenizer.chat_template` rendered with minijinja, configured
 //! the way Hugging Face (and llama.cpp) run them: `trim_blocks` and `lstrip_blocks` on, Python
 //! string/dict methods (`.strip()`, `.items()`...) through minijinja-contrib's pycompat, plus
-//! the globals templates expect: `raise_exception(msg)` and `strftime_now(fmt)` (local time).
+//! the globals templates expect: `raise_exception(msg)`, `strftime_now(fmt)` (local time), and
+//! llama.cpp's extra `date_string` (`%d %b %Y`) and `datetime` (`%b %d %Y`).
+//!
+//! Like llama.cpp, messages are adjusted first: role `developer` becomes `system` (unless the
+//! template speaks gpt-oss's `<|channel|>`), and when the template drops or rejects a system
+//! message, the system text is put in front of the next message (`system + "\n" + next`). llama.cpp
+//! decides that from which variables the template reads; we render a probe conversation and
+//! look for the system text in the output.
 
 use super::{ChatMessage, TokenizerError};
 use minijinja::syntax::SyntaxConfig;
@@ -21,6 +28,55 @@ pub(super) fn render(
     messages: &[ChatMessage],
     inp: &Inputs,
 ) -> Result<String, TokenizerError> {
+    let env = environment(inp.now)?;
+    let mut env = env;
+    env.add_template("chat", template)
+        .map_err(|e| fail("does not parse", e))?;
+    let tmpl = env
+        .get_template("chat")
+        .map_err(|e| fail("does not parse", e))?;
+    let now = inp.now.unwrap_or_else(unix_now);
+    let run = |msgs: &[ChatMessage], add: bool| {
+        tmpl.render(context! {
+            messages => Value::from_iter(msgs.iter().map(|m| {
+                Value::from_pairs([("role", m.role.as_str()), ("content", m.content.as_str())])
+            })),
+            add_generation_prompt => add,
+            bos_token => inp.bos_token,
+            eos_token => inp.eos_token,
+            date_string => strftime("%d %b %Y", now).unwrap_or_default(),
+            datetime => strftime("%b %d %Y", now).unwrap_or_default(),
+        })
+    };
+    let mut msgs = messages.to_vec();
+    if !template.contains("<|channel|>") {
+        for m in msgs.iter_mut().filter(|m| m.role == "developer") {
+            m.role = "system".into();
+        }
+    }
+    if msgs.first().is_some_and(|m| m.role == "system") {
+        let probe = [
+            ChatMessage {
+                role: "system".into(),
+                content: "System message".into(),
+            },
+            ChatMessage {
+                role: "user".into(),
+                content: "User message".into(),
+            },
+        ];
+        let supported = run(&probe, false).is_ok_and(|out| out.contains("System message"));
+        if !supported {
+            let system = msgs.remove(0);
+            if let Some(next) = msgs.first_mut() {
+                next.content = format!("{}\n{}", system.content, next.content);
+            }
+        }
+    }
+    run(&msgs, inp.add_generation_prompt).map_err(|e| fail("failed", e))
+}
+
+fn environment(now: Option<i64>) -> Result<Environment<'static>, TokenizerError> {
     let mut env = Environment::new();
     let syntax = SyntaxConfig::builder()
         .trim_blocks(true)
@@ -32,7 +88,6 @@ pub(super) fn render(
     env.add_function("raise_exception", |msg: String| -> Result<Value, Error> {
         Err(Error::new(ErrorKind::InvalidOperation, msg))
     });
-    let now = inp.now;
     env.add_function(
         "strftime_now",
         move |fmt: String| -> Result<String, Error> {
@@ -40,20 +95,7 @@ pub(super) fn render(
                 .ok_or_else(|| Error::new(ErrorKind::InvalidOperation, "strftime_now: bad format"))
         },
     );
-    env.add_template("chat", template)
-        .map_err(|e| fail("does not parse", e))?;
-    let tmpl = env
-        .get_template("chat")
-        .map_err(|e| fail("does not parse", e))?;
-    tmpl.render(context! {
-        messages => Value::from_iter(messages.iter().map(|m| {
-            Value::from_pairs([("role", m.role.as_str()), ("content", m.content.as_str())])
-        })),
-        add_generation_prompt => inp.add_generation_prompt,
-        bos_token => inp.bos_token,
-        eos_token => inp.eos_token,
-    })
-    .map_err(|e| fail("failed", e))
+    Ok(env)
 }
 
 /// One line: what failed, minijinja's reason, and where (`line N`) when known.
@@ -146,6 +188,28 @@ mod tests {
     fn syntax_error_is_an_error() {
         let e = render("{% for %}", &[], &inputs()).unwrap_err();
         assert!(e.0.starts_with("chat template does not parse"), "{e}");
+    }
+
+    #[test]
+    fn system_message_merges_when_the_template_drops_it() {
+        // Only user/assistant turns are printed: the system text moves into the user's.
+        let t = "{% for m in messages %}{% if m.role != 'system' %}[{{ m.role }}] {{ m.content }}\n{% endif %}{% endfor %}";
+        let out = render(
+            t,
+            &msgs(&[("system", "Be brief."), ("user", "Hi")]),
+            &inputs(),
+        )
+        .unwrap();
+        assert_eq!(out, "[user] Be brief.\nHi\n");
+        // A template that prints it keeps it.
+        let t = "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}";
+        let out = render(
+            t,
+            &msgs(&[("developer", "Be brief."), ("user", "Hi")]),
+            &inputs(),
+        )
+        .unwrap();
+        assert_eq!(out, "[system] Be brief.\n[user] Hi\n");
     }
 
     #[test]

@@ -13,6 +13,7 @@
 
 mod bpe;
 mod chat;
+mod hash;
 mod pretok;
 mod spm;
 mod unicode;
@@ -213,8 +214,8 @@ pub const SUPPORTED_PRE: &[&str] = &[
 ];
 
 enum Model {
-    Spm { add_space_prefix: bool },
-    Bpe(Bpe),
+    Spm,
+    Bpe(Box<Bpe>),
 }
 
 /// A vocabulary with its tokenization rules, ready to encode and decode.
@@ -223,6 +224,9 @@ pub struct Tokenizer {
     model: Model,
     add_bos: bool,
     add_eos: bool,
+    /// SPM: a space goes before the text (and detokenization takes one off). BPE vocabularies
+    /// only use it for the latter.
+    add_space_prefix: bool,
     clean_spaces: bool,
     /// Each token's bytes with special tokens as their text (llama.cpp's piece cache).
     pieces: Vec<Box<[u8]>>,
@@ -259,10 +263,7 @@ impl Tokenizer {
         };
         let vocab = Vocab::load(g, defaults)?;
         let (model, mut add_bos, clean_spaces) = match kind {
-            Kind::Spm => {
-                let add_space_prefix = m.bool("tokenizer.ggml.add_space_prefix")?.unwrap_or(true);
-                (Model::Spm { add_space_prefix }, true, false)
-            }
+            Kind::Spm => (Model::Spm, true, false),
             Kind::Bpe => {
                 let pre = m.str("tokenizer.ggml.pre")?.unwrap_or("");
                 let spec = PRE_SPECS
@@ -290,13 +291,16 @@ impl Tokenizer {
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 let bpe = Bpe::new(&vocab, &merges, spec.splitter, spec.ignore_merges)?;
-                (Model::Bpe(bpe), spec.add_bos, spec.clean_spaces)
+                (Model::Bpe(Box::new(bpe)), spec.add_bos, spec.clean_spaces)
             }
         };
         if let Some(b) = m.bool("tokenizer.ggml.add_bos_token")? {
             add_bos = b;
         }
         let add_eos = m.bool("tokenizer.ggml.add_eos_token")?.unwrap_or(false);
+        let add_space_prefix = m
+            .bool("tokenizer.ggml.add_space_prefix")?
+            .unwrap_or(kind == Kind::Spm);
         let template = m.str("tokenizer.chat_template")?.map(str::to_string);
         let pieces = (0..vocab.len() as u32)
             .map(|id| piece_of(&vocab, &model, id).into_boxed_slice())
@@ -306,6 +310,7 @@ impl Tokenizer {
             model,
             add_bos,
             add_eos,
+            add_space_prefix,
             clean_spaces,
             pieces,
             template,
@@ -327,7 +332,7 @@ impl Tokenizer {
         }
         let frags = self.partition(text, parse_special);
         match &self.model {
-            Model::Spm { add_space_prefix } => {
+            Model::Spm => {
                 // A space goes before the first text and before text that follows a special
                 // token (the BOS included).
                 let mut after_special = true;
@@ -340,7 +345,7 @@ impl Tokenizer {
                         }
                         Frag::Text(lo, hi) => {
                             buf.clear();
-                            if *add_space_prefix && after_special {
+                            if self.add_space_prefix && after_special {
                                 buf.push('▁');
                             }
                             for c in text[lo..hi].chars() {
@@ -456,23 +461,18 @@ impl Tokenizer {
         unparse_special: bool,
     ) -> Vec<u8> {
         let mut ids = ids;
-        let mut strip_space = matches!(
-            self.model,
-            Model::Spm {
-                add_space_prefix: true
-            }
-        );
+        let mut strip_space = self.add_space_prefix;
         if remove_special
             && self.add_bos
-            && ids.first().is_some()
-            && ids.first() == self.vocab.bos.as_ref()
+            && self.bos().is_some()
+            && ids.first() == self.bos().as_ref()
         {
             ids = &ids[1..];
             strip_space = false;
         }
         if remove_special
             && self.add_eos
-            && ids.last().is_some()
+            && self.eos().is_some()
             && ids.last() == self.eos().as_ref()
         {
             ids = &ids[..ids.len() - 1];
@@ -619,7 +619,7 @@ fn piece_of(v: &Vocab, model: &Model, id: u32) -> Vec<u8> {
     }
     if a & attr::NORMAL != 0 {
         return match model {
-            Model::Spm { .. } => text.replace('▁', " ").into_bytes(),
+            Model::Spm => text.replace('▁', " ").into_bytes(),
             Model::Bpe(_) => {
                 let alphabet = unicode::ByteAlphabet::new();
                 let mut out = Vec::with_capacity(text.len());

@@ -1,9 +1,10 @@
 //! The vocabulary from GGUF metadata: token texts, scores, attributes, special ids, and the
 //! end-of-generation set, decided the way llama.cpp decides them.
 
+use super::hash::FastMap;
 use super::TokenizerError;
 use crate::gguf::{Gguf, Value};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 /// Token attributes (llama.cpp's `llama_token_attr` bits).
 pub mod attr {
@@ -128,7 +129,7 @@ pub(crate) struct Vocab {
     pub(crate) scores: Vec<f32>,
     pub(crate) attrs: Vec<u16>,
     /// Token text -> id.
-    pub(crate) index: HashMap<String, u32>,
+    pub(crate) index: FastMap<String, u32>,
     pub(crate) bos: Option<u32>,
     pub(crate) eos: Option<u32>,
     pub(crate) eot: Option<u32>,
@@ -205,7 +206,7 @@ impl Vocab {
             )));
         }
         let mut texts = Vec::with_capacity(n);
-        let mut index = HashMap::with_capacity(n);
+        let mut index = FastMap::with_capacity_and_hasher(n, Default::default());
         for (i, v) in items.iter().enumerate() {
             let s = v.as_str().ok_or_else(|| {
                 TokenizerError(format!("`tokenizer.ggml.tokens` entry {i} is not a string"))
