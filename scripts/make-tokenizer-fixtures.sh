@@ -287,7 +287,8 @@ MISTRAL_V01 = ("{{ bos_token }}{% for message in messages %}{% if (message['role
 def from_file(name):
     return open(os.path.join(tdir, name), encoding="utf-8").read()
 
-# name -> (vocabulary for BOS/EOS, template source; None = the vocabulary's own)
+# name -> (vocabulary for BOS/EOS, template source; None = the vocabulary's own). The
+# vocabulary names are those of VOCAB above.
 TEMPLATES = {
     "smollm2": ("smollm2", None),
     "qwen2": ("qwen2", None),
@@ -318,11 +319,11 @@ for tname, (vname, src) in TEMPLATES.items():
         for add in (True, False):
             if not add and cname != "user":
                 continue
-            cases.append({"name": f"{tname}/{cname}/{'gen' if add else 'nogen'}", "vocab": vname, "template": src,
+            cases.append({"name": f"{tname}/{cname}/{'gen' if add else 'nogen'}", "template": tname,
                           "messages": msgs, "add_generation_prompt": add, "unix_time": NOW})
-for vname in sorted({c["vocab"] for c in cases}):
-    mine = [c for c in cases if c["vocab"] == vname]
-    stdin = "".join(json.dumps({**c, "template": c["template"] or ""}) + "\n" for c in mine)
+for vname in sorted({v for v, _ in TEMPLATES.values()}):
+    mine = [c for c in cases if TEMPLATES[c["template"]][0] == vname]
+    stdin = "".join(json.dumps({**c, "template": TEMPLATES[c["template"]][1] or ""}) + "\n" for c in mine)
     out = subprocess.run([chat, vocab[vname]], input=stdin, check=True, capture_output=True, text=True).stdout
     for c, line in zip(mine, out.splitlines(), strict=True):
         res = json.loads(line)
@@ -330,9 +331,13 @@ for vname in sorted({c["vocab"] for c in cases}):
             c["expected"] = res["prompt"]
         else:
             c["error"] = res["error"].splitlines()[0] if res["error"] else "error"
+templates = {t: {"vocab": v, "source": src} for t, (v, src) in TEMPLATES.items()}
 path = os.path.join(fix, "chat.json")
 with open(path, "w", encoding="utf-8") as fh:
-    json.dump({"generated_by": "scripts/make-tokenizer-fixtures.sh", "cases": cases}, fh, ensure_ascii=False, indent=1)
-    fh.write("\n")
+    fh.write('{\n "generated_by": "scripts/make-tokenizer-fixtures.sh",\n "templates": {\n')
+    fh.write(",\n".join(f"  {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}" for k, v in templates.items()))
+    fh.write('\n },\n "cases": [\n')
+    fh.write(",\n".join("  " + json.dumps(c, ensure_ascii=False) for c in cases))
+    fh.write("\n ]\n}\n")
 print(f"{path}: {len(cases)} cases, {sum('error' in c for c in cases)} errors", file=sys.stderr)
 PY

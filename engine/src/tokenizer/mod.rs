@@ -784,7 +784,8 @@ mod tests {
         assert_eq!(c("don 't I 'd we 'll"), "don 't I 'd we 'll");
         assert_eq!(c("a ' b"), "a'b");
         assert_eq!(c("a ' ' b"), "a'' b");
-        assert_eq!(c(" ,"), " ,"); // the first byte is never removed
+        assert_eq!(c(" ,"), ",");
+        assert_eq!(c(""), "");
     }
 
     #[test]
