@@ -717,3 +717,59 @@ fn malformed_vocabs_are_errors() {
         .to_string()
         .contains("BOS"));
 }
+
+/// A BPE vocabulary with `add_space_prefix` adds no space when encoding, but detokenization
+/// takes one off the first token (llama.cpp reads the key for every model type).
+#[test]
+fn r_bpe_space_prefix_only_detokenizes() {
+    let vocab = |prefix: bool| {
+        tiny_bpe(|kvs| {
+            kvs.retain(|(k, _)| {
+                !k.starts_with("tokenizer.ggml.t") && *k != "tokenizer.ggml.merges"
+            });
+            kvs.push(("tokenizer.ggml.tokens", strings(&["a", "Ġ", "Ġa", "b"])));
+            kvs.push(("tokenizer.ggml.merges", strings(&["Ġ a"])));
+            kvs.push(("tokenizer.ggml.add_space_prefix", Value::Bool(prefix)));
+        })
+        .unwrap()
+    };
+    for prefix in [false, true] {
+        let t = vocab(prefix);
+        assert_eq!(
+            t.encode(" a", false, false).unwrap(),
+            [2],
+            "prefix {prefix}"
+        );
+        assert_eq!(t.encode("a", false, false).unwrap(), [0], "prefix {prefix}");
+        let want = if prefix { "a" } else { " a" };
+        assert_eq!(t.decode(&[2]), want);
+        assert_eq!(t.piece(2, false), b" a"); // a stream still prints the space
+    }
+}
+
+/// An SPM vocabulary without byte tokens: a character it cannot spell is an error.
+#[test]
+fn spm_without_byte_fallback_is_an_error() {
+    let mut w = GgufWriter::new();
+    w.kv("tokenizer.ggml.model", Value::String("llama".into()));
+    w.kv(
+        "tokenizer.ggml.tokens",
+        strings(&["<unk>", "<s>", "</s>", "▁", "a", "▁a"]),
+    );
+    w.kv(
+        "tokenizer.ggml.scores",
+        Value::Array(
+            ValueType::F32,
+            [0.0, 0.0, 0.0, -1.0, -2.0, -0.5].map(Value::F32).to_vec(),
+        ),
+    );
+    w.kv(
+        "tokenizer.ggml.token_type",
+        Value::Array(ValueType::I32, [2, 3, 3, 1, 1, 1].map(Value::I32).to_vec()),
+    );
+    let g = Gguf::parse_bytes(&w.to_bytes()).unwrap();
+    let t = Tokenizer::from_gguf(&g).unwrap();
+    assert_eq!(t.encode("a a", true, false).unwrap(), [1, 5, 5]);
+    let e = t.encode("ab", false, false).unwrap_err().to_string();
+    assert!(e.contains("<0x62>"), "{e}");
+}
