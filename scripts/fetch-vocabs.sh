@@ -12,7 +12,7 @@ VERSION="0.3.36"
 SHA256="832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
 OUT="$ROOT/.cache/vocab"
 # The vocabularies the tokenizer tests read (engine/tests/tokenizer.rs).
-NEEDED=(gpt-2 llama-bpe qwen2 llama-spm phi-3)
+NEEDED=(gpt-2 llama-bpe qwen2 llama-spm phi-3 qwen35 starcoder mpt)
 
 have_all() { for v in "${NEEDED[@]}"; do [[ -s "$OUT/ggml-vocab-$v.gguf" ]] || return 1; done; }
 

@@ -38,9 +38,12 @@ declare -A VOCAB=(
     [qwen2]="$ROOT/.cache/vocab/ggml-vocab-qwen2.gguf"
     [llama-spm]="$ROOT/.cache/vocab/ggml-vocab-llama-spm.gguf"
     [phi-3]="$ROOT/.cache/vocab/ggml-vocab-phi-3.gguf"
+    [qwen35]="$ROOT/.cache/vocab/ggml-vocab-qwen35.gguf"
+    [starcoder]="$ROOT/.cache/vocab/ggml-vocab-starcoder.gguf"
+    [mpt]="$ROOT/.cache/vocab/ggml-vocab-mpt.gguf"
 )
 names=("$@")
-[[ ${#names[@]} -gt 0 ]] || names=(smollm2 gpt-2 llama-bpe qwen2 llama-spm phi-3 chat)
+[[ ${#names[@]} -gt 0 ]] || names=(smollm2 gpt-2 llama-bpe qwen2 llama-spm phi-3 qwen35 starcoder mpt chat)
 
 # link_ref OUT SRC.cpp — build a helper against the reference build's static libraries.
 link_ref() {

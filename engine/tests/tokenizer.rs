@@ -25,6 +25,9 @@ const VOCABS: &[(&str, &str)] = &[
     ("qwen2", ".cache/vocab/ggml-vocab-qwen2.gguf"),
     ("llama-spm", ".cache/vocab/ggml-vocab-llama-spm.gguf"),
     ("phi-3", ".cache/vocab/ggml-vocab-phi-3.gguf"),
+    ("qwen35", ".cache/vocab/ggml-vocab-qwen35.gguf"),
+    ("starcoder", ".cache/vocab/ggml-vocab-starcoder.gguf"),
+    ("mpt", ".cache/vocab/ggml-vocab-mpt.gguf"),
 ];
 
 fn root() -> PathBuf {
@@ -315,6 +318,9 @@ per_vocab! {
     qwen2 => "qwen2",
     llama_spm => "llama-spm",
     phi3 => "phi-3",
+    qwen35 => "qwen35",
+    starcoder => "starcoder",
+    mpt => "mpt",
 }
 
 /// Feeding tokens one by one gives llama.cpp's text, and a character split across tokens is

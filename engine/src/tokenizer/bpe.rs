@@ -90,6 +90,9 @@ impl Bpe {
     }
 
     fn encode_word(&self, vocab: &Vocab, word: &[u8], s: &mut Scratch, out: &mut Vec<u32>) {
+        if word.is_empty() {
+            return;
+        }
         if self.ignore_merges {
             s.spelled.clear();
             s.spelled
