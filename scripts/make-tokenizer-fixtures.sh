@@ -20,6 +20,10 @@
 # Needs scripts/build-llama-ref.sh (the reference build), the default model, and the vocab
 # GGUFs (scripts/fetch-vocabs.sh). Takes a few minutes (one llama-tokenize run per case).
 # Usage: scripts/make-tokenizer-fixtures.sh [VOCAB_NAME...|chat]   (default: all, and chat)
+#        scripts/make-tokenizer-fixtures.sh --fuzz N [VOCAB_NAME...]
+#   --fuzz: no fixtures; N random strings per vocabulary (seeded by N), tokenized by llama.cpp
+#   into .cache/tokfuzz/, then compared with flashslim by the ignored test
+#   differential_fuzz_against_llama_cpp.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 ROOT="$FLASHSLIM_ROOT"
@@ -42,6 +46,11 @@ declare -A VOCAB=(
     [starcoder]="$ROOT/.cache/vocab/ggml-vocab-starcoder.gguf"
     [mpt]="$ROOT/.cache/vocab/ggml-vocab-mpt.gguf"
 )
+FUZZ=0
+if [[ "${1:-}" == --fuzz ]]; then
+    FUZZ="${2:?--fuzz needs a count}"
+    shift 2
+fi
 names=("$@")
 [[ ${#names[@]} -gt 0 ]] || names=(smollm2 gpt-2 llama-bpe qwen2 llama-spm phi-3 qwen35 starcoder mpt chat)
 
@@ -62,6 +71,8 @@ if [[ ! -x "$FACTS" || "$0" -nt "$FACTS" ]]; then
     cat >"$src" <<'CPP'
 // flashslim-vocab-facts VOCAB.gguf < lines of "REMOVE_SPECIAL UNPARSE_SPECIAL ID..."
 // Prints vocabulary facts, every token's piece, then the detokenization of each input line.
+// flashslim-vocab-facts VOCAB.gguf tokenize < lines of "ADD_SPECIAL PARSE_SPECIAL HEX_TEXT"
+// Prints the token ids of each input line.
 #include "llama.h"
 #include <cstdio>
 #include <iostream>
@@ -72,6 +83,12 @@ if [[ ! -x "$FACTS" || "$0" -nt "$FACTS" ]]; then
 static void hex(const std::string & s) {
     for (unsigned char c : s) printf("%02x", c);
     printf("\n");
+}
+
+static std::string unhex(const std::string & h) {
+    std::string s;
+    for (size_t i = 0; i + 1 < h.size(); i += 2) s.push_back((char) std::stoi(h.substr(i, 2), nullptr, 16));
+    return s;
 }
 
 static std::string detok(const llama_vocab * v, const std::vector<llama_token> & ids, bool rm, bool unparse) {
@@ -86,7 +103,7 @@ static std::string detok(const llama_vocab * v, const std::vector<llama_token> &
 }
 
 int main(int argc, char ** argv) {
-    if (argc != 2) return 2;
+    if (argc != 2 && argc != 3) return 2;
     llama_log_set([](ggml_log_level, const char *, void *) {}, nullptr);
     llama_backend_init();
     llama_model_params mp = llama_model_default_params();
@@ -94,6 +111,21 @@ int main(int argc, char ** argv) {
     llama_model * model = llama_model_load_from_file(argv[1], mp);
     if (!model) return 1;
     const llama_vocab * v = llama_model_get_vocab(model);
+    if (argc == 3) {
+        std::string line;
+        while (std::getline(std::cin, line)) {
+            std::istringstream ss(line);
+            int add = 0, parse = 0;
+            std::string hex_text;
+            ss >> add >> parse >> hex_text;
+            const std::string text = unhex(hex_text);
+            std::vector<llama_token> ids(text.size() * 2 + 8);
+            int k = llama_tokenize(v, text.data(), (int) text.size(), ids.data(), (int) ids.size(), add != 0, parse != 0);
+            for (int i = 0; i < k; i++) printf(i ? " %d" : "%d", ids[i]);
+            printf("\n");
+        }
+        return 0;
+    }
     const int n = llama_vocab_n_tokens(v);
     printf("n_vocab %d\nbos %d\neos %d\neot %d\nadd_bos %d\nadd_eos %d\n", n, llama_vocab_bos(v),
            llama_vocab_eos(v), llama_vocab_eot(v), (int) llama_vocab_get_add_bos(v), (int) llama_vocab_get_add_eos(v));
@@ -174,6 +206,37 @@ int main(int argc, char ** argv) {
 }
 CPP
     link_ref "$CHAT" "$src"
+fi
+
+if [[ "$FUZZ" -gt 0 ]]; then
+    mkdir -p "$ROOT/.cache/tokfuzz"
+    for name in "${names[@]}"; do
+        [[ "$name" == chat ]] && continue
+        log "fuzz inputs for $name"
+        python3 - "$FUZZ" "${VOCAB[$name]}" "$FACTS" "$ROOT/.cache/tokfuzz/$name.txt" <<'PY'
+import random, subprocess, sys
+
+n, gguf, facts, out = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+rng = random.Random(n)
+# Every character class the pre-tokenizers tell apart, contractions, runs, special tokens.
+pieces = (list("aZq x\t\n\r'sStTdDmMlLrReEvV0123456789.,!?-_()[]{}<>|/\\\"#@$%^&*=+~`:;")
+          + list("éÜß中文日本한글Жαβ¾²٣٠😀🦀👍🏽\u200d\ufe0f\u0301\u0300\u00a0\u3000\u2003\u2028\u0085\u0378\ue000\U000f0000\u200b\u1680\ufeff")
+          + ["'re", "'LL", " 's", "'ve", "<|im_end|>", "<|im_start|>", "<s>", "</s>", "<|endoftext|>", "  ", "   ",
+             "\n\n", " \n", "\t ", "\r\n", "1234567", "  \t\n ", "<unk>", "[PAD151650]", "<|eot_id|>", "▁", "Ġ"])
+lines = []
+for _ in range(n):
+    text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 40)))
+    lines.append(f"{rng.randint(0, 1)} {rng.randint(0, 1)} {text.encode().hex()}")
+res = subprocess.run([facts, gguf, "tokenize"], input="\n".join(lines) + "\n", check=True,
+                     capture_output=True, text=True).stdout.splitlines()
+assert len(res) == len(lines)
+with open(out, "w") as f:
+    for line, ids in zip(lines, res):
+        f.write(f"{line}\t{ids}\n")
+PY
+    done
+    cd "$ROOT"
+    exec cargo test --release -p flashslim-engine --test tokenizer -- --ignored differential_fuzz_against_llama_cpp
 fi
 
 for name in "${names[@]}"; do

@@ -779,3 +779,51 @@ fn spm_without_byte_fallback_is_an_error() {
     let e = t.encode("ab", false, false).unwrap_err().to_string();
     assert!(e.contains("<0x62>"), "{e}");
 }
+
+/// On demand, not in CI: `scripts/make-tokenizer-fixtures.sh --fuzz N` has llama.cpp tokenize N
+/// random strings per vocabulary into .cache/tokfuzz/ and runs this test on them.
+#[test]
+#[ignore]
+fn differential_fuzz_against_llama_cpp() {
+    let dir = root().join(".cache/tokfuzz");
+    let mut seen = 0;
+    for &(vocab, _) in VOCABS {
+        let Ok(lines) = std::fs::read_to_string(dir.join(format!("{vocab}.txt"))) else {
+            continue;
+        };
+        let t = tokenizer(vocab);
+        let mut bad = Vec::new();
+        let mut total = 0;
+        for line in lines.lines() {
+            // "ADD PARSE HEX\tIDS"
+            let (input, want) = line.split_once('\t').expect("tab");
+            let mut f = input.split(' ');
+            let (add, parse) = (f.next() == Some("1"), f.next() == Some("1"));
+            let hex = f.next().unwrap_or("");
+            let bytes: Vec<u8> = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect();
+            let text = String::from_utf8(bytes).unwrap();
+            let want: Vec<u32> = want
+                .split_whitespace()
+                .map(|x| x.parse().unwrap())
+                .collect();
+            let got = t.encode(&text, add, parse).unwrap();
+            if got != want {
+                bad.push(format!(
+                    "  {text:?} add={add} parse={parse}\n    want {want:?}\n    got  {got:?}"
+                ));
+            }
+            total += 1;
+        }
+        report(vocab, "fuzzed encodings", bad, total);
+        eprintln!("{vocab}: {total} fuzzed strings match llama.cpp");
+        seen += total;
+    }
+    assert!(
+        seen > 0,
+        "nothing in {}: run scripts/make-tokenizer-fixtures.sh --fuzz N",
+        dir.display()
+    );
+}
