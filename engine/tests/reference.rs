@@ -2,9 +2,10 @@
 // fixtures from scripts/make-engine-fixtures.sh: greedy text must agree for the first 16 tokens,
 // and perplexity at -c 128 must be within 1% of llama-perplexity's.
 //
-// Q4_1 cases always run. Other types need models/SmolLM2-135M-Instruct.<TYPE>.gguf, which
-// `scripts/build-llama-ref.sh --variants` makes with llama-quantize; those tests are #[ignore]d
-// for a plain `cargo test` and run by scripts/test.d/30-reference.sh with `--ignored`.
+// Other types than Q4_1 need models/SmolLM2-135M-Instruct.<TYPE>.gguf, which
+// `scripts/build-llama-ref.sh --variants` makes with llama-quantize. All cases are #[ignore]d for
+// a plain `cargo test` (they take minutes); scripts/test.d/30-reference.sh runs them with
+// `--include-ignored`.
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -72,11 +73,13 @@ fn perplexity(ty: &str) {
 }
 
 #[test]
+#[ignore = "slow: scripts/test.d/30-reference.sh runs it"]
 fn greedy_q4_1() {
     greedy("Q4_1");
 }
 
 #[test]
+#[ignore = "slow: scripts/test.d/30-reference.sh runs it"]
 fn perplexity_q4_1() {
     perplexity("Q4_1");
 }
