@@ -277,62 +277,103 @@ pub fn main(a: RunArgs) -> Result<ExitCode> {
             None
         }
     };
-    let (code, _) = execute(&a, vec![prompt], log)?;
-    Ok(code)
+    let mut log = log;
+    let end = execute(&a, vec![prompt], log.as_mut());
+    close(log.as_mut(), end)
 }
 
-/// How a logged or unlogged run ended.
+/// How [`execute`] ended.
 pub struct RunEnd {
     pub status: RunStatus,
-    /// The run directory, when logged.
-    pub dir: Option<PathBuf>,
+    /// Why it failed (None when complete or interrupted).
+    pub error: Option<anyhow::Error>,
+    /// The signal that interrupted it.
+    pub signal: Option<i32>,
 }
 
-/// Run every prompt as one generation through one session. With `log`, everything is recorded
-/// there and the manifest is closed whatever happens (complete, failed, interrupted).
-pub fn execute(
-    a: &RunArgs,
-    prompts: Vec<Prompt>,
-    mut log: Option<RunLog>,
-) -> Result<(ExitCode, RunEnd)> {
-    if log.is_some() {
-        signals::install().context("cannot install signal handlers")?;
+impl RunEnd {
+    /// The manifest's `error` text.
+    pub fn message(&self) -> Option<String> {
+        match (&self.error, self.signal) {
+            (Some(e), _) => Some(format!("{e:#}")),
+            (None, Some(s)) => Some(format!("stopped by {}", signals::name(s))),
+            _ => None,
+        }
     }
-    let mut prof = match &log {
-        Some(l) => Profiler::recording(&l.dir, a.model.weights.weights == SourceKind::Stream)?,
-        None => Profiler::probes_only(),
-    };
-    let result = generate_all(a, &prompts, &mut prof, log.as_mut());
-    let prof_result = prof.finish();
-    let dir = log.as_ref().map(|l| l.dir.path.clone());
-    let status = match (&result, &prof_result) {
-        (Ok(o), Ok(())) if o.interrupted.is_some() => RunStatus::Interrupted,
-        (Ok(_), Ok(())) => RunStatus::Complete,
-        _ => RunStatus::Failed,
-    };
-    if let Some(l) = log.as_mut() {
-        let error = match (&result, &prof_result) {
-            (Err(e), _) => Some(format!("{e:#}")),
-            (Ok(_), Err(e)) => Some(format!("writing the run logs: {e}")),
-            (Ok(o), Ok(())) => o
-                .interrupted
-                .map(|s| format!("stopped by {}", signals::name(s))),
-        };
-        l.finish(status, error)
+}
+
+/// Close the run directory (if any) with `end`'s status and turn `end` into the exit status:
+/// 0 complete, 128+signal interrupted, the error otherwise.
+pub fn close(log: Option<&mut RunLog>, end: RunEnd) -> Result<ExitCode> {
+    if let Some(l) = log {
+        l.finish(end.status, end.message())
             .with_context(|| format!("cannot finish the run directory {}", l.dir.path.display()))?;
         eprintln!(
             "run directory: {} ({})",
             l.dir.path.display(),
-            serde_json::to_string(&status)?.trim_matches('"')
+            serde_json::to_string(&end.status)?.trim_matches('"')
         );
     }
-    let outcome = result?;
-    prof_result.context("writing the run logs")?;
-    let code = match outcome.interrupted {
+    if let Some(e) = end.error {
+        return Err(e);
+    }
+    Ok(match end.signal {
         Some(sig) => ExitCode::from(128u8.wrapping_add(sig as u8)),
         None => ExitCode::SUCCESS,
+    })
+}
+
+/// Run every prompt as one generation through one session. With `log`, everything is recorded
+/// into its directory (the caller closes it with [`close`]).
+pub fn execute(a: &RunArgs, prompts: Vec<Prompt>, mut log: Option<&mut RunLog>) -> RunEnd {
+    if log.is_some() {
+        if let Err(e) = signals::install() {
+            return RunEnd {
+                status: RunStatus::Failed,
+                error: Some(anyhow!("cannot install signal handlers: {e}")),
+                signal: None,
+            };
+        }
+    }
+    let prof = match &log {
+        Some(l) => Profiler::recording(&l.dir, a.model.weights.weights == SourceKind::Stream),
+        None => Ok(Profiler::probes_only()),
     };
-    Ok((code, RunEnd { status, dir }))
+    let mut prof = match prof {
+        Ok(p) => p,
+        Err(e) => {
+            return RunEnd {
+                status: RunStatus::Failed,
+                error: Some(anyhow!(e)),
+                signal: None,
+            }
+        }
+    };
+    flashslim::probes::sync_clock();
+    let result = generate_all(a, &prompts, &mut prof, log.as_deref_mut());
+    let prof_result = prof.finish();
+    flashslim::probes::sync_clock();
+    match (result, prof_result) {
+        (Err(e), _) => RunEnd {
+            status: RunStatus::Failed,
+            error: Some(e),
+            signal: None,
+        },
+        (Ok(_), Err(e)) => RunEnd {
+            status: RunStatus::Failed,
+            error: Some(anyhow!(e).context("writing the run logs")),
+            signal: None,
+        },
+        (Ok(o), Ok(())) => RunEnd {
+            status: if o.interrupted.is_some() {
+                RunStatus::Interrupted
+            } else {
+                RunStatus::Complete
+            },
+            error: None,
+            signal: o.interrupted,
+        },
+    }
 }
 
 struct Outcome {

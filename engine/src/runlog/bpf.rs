@@ -317,3 +317,65 @@ impl BpfOutput {
         out
     }
 }
+
+/// Strip a symbol's `+0x..` offset and Rust's `::h<16 hex>` hash suffix.
+fn clean_frame(f: &str) -> String {
+    let f = f.trim();
+    let f = match f.rfind('+') {
+        Some(i)
+            if f[i + 1..]
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == 'x') =>
+        {
+            &f[..i]
+        }
+        _ => f,
+    };
+    let f = match f.rfind("::h") {
+        Some(i) if f.len() - i == 19 && f[i + 3..].chars().all(|c| c.is_ascii_hexdigit()) => {
+            &f[..i]
+        }
+        _ => f,
+    };
+    f.replace(';', ":")
+}
+
+/// Folded stacks (`stage:<name>;<thread>;<root frame>;...;<leaf> <count>`, one per line, sorted)
+/// from a `@map[stage, comm, ustack] = count()` map, for flamegraph tools.
+pub fn fold_stacks(out: &BpfOutput, map: &str) -> String {
+    let mut lines: BTreeMap<String, u64> = BTreeMap::new();
+    if let Some(obj) = out.maps.get(map).and_then(|m| m.as_object()) {
+        for (k, v) in obj {
+            let Some(n) = v.as_u64() else { continue };
+            let mut parts = k.splitn(3, ',');
+            let (Some(stage), Some(comm), Some(stack)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let stage = stage
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .and_then(crate::probes::Stage::from_id)
+                .map(|s| s.name().to_string())
+                .unwrap_or_else(|| stage.trim().to_string());
+            let mut frames: Vec<String> = stack
+                .lines()
+                .map(clean_frame)
+                .filter(|f| !f.is_empty())
+                .collect();
+            frames.reverse(); // bpftrace prints leaf first
+            let mut key = format!("stage:{stage};{}", comm.trim().replace(';', ":"));
+            for f in frames {
+                key.push(';');
+                key.push_str(&f);
+            }
+            *lines.entry(key).or_insert(0) += n;
+        }
+    }
+    let mut s = String::new();
+    for (k, n) in lines {
+        s.push_str(&format!("{k} {n}\n"));
+    }
+    s
+}
