@@ -60,9 +60,17 @@ fn rec(thread: u32, i: u32) -> TraceRecord {
         slot: 0xFFFF,
         op: (i % 11) as u8,
         phase: (i >= 10) as u8,
-        source: [MemSource::Resident, MemSource::Mmap, MemSource::Kv, MemSource::Activation]
-            [i as usize % 4],
-        access: if i % 7 == 0 { Access::Write } else { Access::Read },
+        source: [
+            MemSource::Resident,
+            MemSource::Mmap,
+            MemSource::Kv,
+            MemSource::Activation,
+        ][i as usize % 4],
+        access: if i % 7 == 0 {
+            Access::Write
+        } else {
+            Access::Read
+        },
     }
 }
 
@@ -121,7 +129,12 @@ fn trace_roundtrip_multithreaded() {
     assert_eq!(read, written);
     // Each thread's records keep their order in the file.
     for t in 0..3 {
-        let mine: Vec<u64> = f.records.iter().filter(|r| r.thread == t).map(|r| r.t_ns).collect();
+        let mine: Vec<u64> = f
+            .records
+            .iter()
+            .filter(|r| r.thread == t)
+            .map(|r| r.t_ns)
+            .collect();
         assert!(mine.windows(2).all(|w| w[0] < w[1]));
     }
     let len = std::fs::metadata(&path).unwrap().len();
@@ -166,12 +179,17 @@ fn a_cut_trace_reads_up_to_its_last_complete_record() {
 }
 
 fn corpus(dir: &str) -> Vec<(String, Vec<u8>)> {
-    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/profiling").join(dir);
+    let d = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/profiling")
+        .join(dir);
     let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(&d)
         .unwrap_or_else(|e| panic!("{}: {e}", d.display()))
         .map(|e| {
             let p = e.unwrap().path();
-            (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap())
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
         })
         .collect();
     v.sort();
@@ -201,7 +219,11 @@ fn mutations(seed_input: &[u8], n: usize, seed: u64) -> Vec<Vec<u8>> {
                 }
                 1 if !b.is_empty() => b.truncate(next() as usize % b.len()),
                 2 => {
-                    let i = if b.is_empty() { 0 } else { next() as usize % b.len() };
+                    let i = if b.is_empty() {
+                        0
+                    } else {
+                        next() as usize % b.len()
+                    };
                     let junk: Vec<u8> = (0..1 + next() % 64).map(|_| next() as u8).collect();
                     b.splice(i..i, junk);
                 }
@@ -224,7 +246,10 @@ fn one_line_or_ok<T, E: std::fmt::Display>(what: &str, r: std::thread::Result<Re
         Err(_) => panic!("{what}: the reader panicked"),
         Ok(Err(e)) => {
             let m = e.to_string();
-            assert!(!m.is_empty() && !m.contains('\n'), "{what}: message not one line: {m:?}");
+            assert!(
+                !m.is_empty() && !m.contains('\n'),
+                "{what}: message not one line: {m:?}"
+            );
         }
         Ok(Ok(_)) => {}
     }
@@ -249,7 +274,10 @@ fn malformed_traces_are_errors_not_panics() {
     }
     // The corpus files are all invalid; many mutations are too.
     for (name, bytes) in corpus("trace") {
-        assert!(TraceFile::from_bytes(&bytes).is_err(), "{name} was accepted");
+        assert!(
+            TraceFile::from_bytes(&bytes).is_err(),
+            "{name} was accepted"
+        );
     }
     assert!(errors > 100, "only {errors} inputs were rejected");
 }
@@ -320,8 +348,14 @@ fn bpf_output_reader_aligns_clocks_and_checks_rows() {
     assert_eq!(by.get("load_model"), Some(&10));
     // Wrong field count, missing format row, newer version: errors naming the problem.
     let bad = "{\"type\": \"printf\", \"data\": \"format\\tflashslim.bpf\\t1\\tx\\n\"}\n{\"type\": \"printf\", \"data\": \"rq\\t1\\t2\\n\"}\n";
-    assert!(BpfOutput::parse_ndjson(bad, "t").unwrap_err().to_string().contains("expected 7"));
+    assert!(BpfOutput::parse_ndjson(bad, "t")
+        .unwrap_err()
+        .to_string()
+        .contains("expected 7"));
     assert!(BpfOutput::parse_ndjson("{\"type\": \"printf\", \"data\": \"rq\\n\"}\n", "t").is_err());
     let newer = "{\"type\": \"printf\", \"data\": \"format\\tflashslim.bpf\\t7\\tx\\n\"}\n";
-    assert!(BpfOutput::parse_ndjson(newer, "t").unwrap_err().to_string().contains("version 7"));
+    assert!(BpfOutput::parse_ndjson(newer, "t")
+        .unwrap_err()
+        .to_string()
+        .contains("version 7"));
 }
