@@ -482,6 +482,14 @@ fn blockio_and_faults_agree_with_the_engine() {
 #[ignore = "needs root, bpftrace, tracefs and --weights stream (waits on the streaming source)"]
 fn streamed_chunk_bytes_add_up() {
     let base = tmpdir("stream");
+    // One scripts directory holding the real blockio.bt and the test's probecount.bt.
+    let scripts = tmpdir("stream-scripts");
+    for src in [
+        tracing_dir().join("blockio.bt"),
+        test_scripts_dir().join("probecount.bt"),
+    ] {
+        std::fs::copy(&src, scripts.join(src.file_name().unwrap())).unwrap();
+    }
     drop_model_cache();
     let out = Command::new(BIN)
         .args(["profile", "-m"])
@@ -499,7 +507,7 @@ fn streamed_chunk_bytes_add_up() {
             "48MiB",
         ])
         .args(["--scripts", "blockio,probecount", "--scripts-dir"])
-        .arg(test_scripts_dir())
+        .arg(&scripts)
         .arg("--trace-dir")
         .arg(&base)
         .args(["--", "--temp", "0", "--ignore-eos"])

@@ -500,26 +500,40 @@ fn wait_attached(tracers: &mut [Tracer]) -> Result<()> {
     Ok(())
 }
 
-/// SIGINT every tracer (they print their maps and exit), escalate to SIGKILL after a timeout.
-/// Returns the names of tracers that did not end cleanly.
+/// SIGINT every tracer (they print their maps and exit); repeat SIGINT every 5 s (bpftrace
+/// 0.17 has been seen to miss one), SIGTERM after 20 s, SIGKILL after [`STOP_TIMEOUT`].
+/// Returns the tracers that did not end cleanly.
 fn stop_tracers(tracers: &mut [Tracer]) -> Vec<String> {
-    for t in tracers.iter_mut() {
-        // SAFETY: kill with a valid pid of our own child and a valid signal number.
-        unsafe { libc::kill(t.child.id() as libc::pid_t, libc::SIGINT) };
+    let signal = |t: &Tracer, sig: i32| {
+        // SAFETY: kill with the pid of our own (not yet reaped) child and a valid signal.
+        unsafe { libc::kill(t.child.id() as libc::pid_t, sig) };
+    };
+    for t in tracers.iter() {
+        signal(t, libc::SIGINT);
     }
     let t0 = Instant::now();
     let mut bad = Vec::new();
     for t in tracers.iter_mut() {
+        let mut last_kick = Instant::now();
+        let mut escalated = "";
         loop {
             match t.child.try_wait() {
                 Ok(Some(st)) => {
-                    if !st.success() && st.code() != Some(0) && st.code().is_some() {
-                        bad.push(format!("{} (exit {st})", t.name));
+                    if !st.success() {
+                        bad.push(format!("{} ({st})", t.name));
+                    } else if !escalated.is_empty() {
+                        log::warn!("bpftrace {} needed {escalated} to stop", t.name);
                     }
                     break;
                 }
                 Ok(None) if t0.elapsed() < STOP_TIMEOUT => {
-                    std::thread::sleep(Duration::from_millis(50))
+                    if last_kick.elapsed() > Duration::from_secs(5) {
+                        let term = t0.elapsed() > Duration::from_secs(20);
+                        signal(t, if term { libc::SIGTERM } else { libc::SIGINT });
+                        escalated = if term { "SIGTERM" } else { "a repeated SIGINT" };
+                        last_kick = Instant::now();
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
                 }
                 _ => {
                     let _ = t.child.kill();
