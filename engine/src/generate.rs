@@ -1,6 +1,7 @@
 //! The generation loop: prefill the prompt in batches (one weight pass per batch), then sample and
 //! decode one token at a time until EOS/EOT, `-n`, or the context is full. Records when each
-//! token became available so callers can derive TTFT, TPOT percentiles and tokens/s.
+//! token became available so callers can derive TTFT, TPOT percentiles and tokens/s; the
+//! [`TokenSink`] hooks are where profiling (stages, `token` probe, logs) attaches.
 
 use crate::model::{forward, KvCache, LogitsMode, ModelError, Observer, RunState};
 use crate::probes::monotonic_ns;
@@ -18,7 +19,7 @@ pub struct GenOptions {
 }
 
 /// Why generation stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StopReason {
     /// An end-of-generation token was sampled.
@@ -38,6 +39,9 @@ pub trait TokenSink {
     fn pass_end(&mut self, _index: usize, _phase: Phase, _n_tokens: usize) {}
     /// Sampling of generated token `index` is about to start / just finished.
     fn sample_begin(&mut self, _index: usize) {}
+    /// Sampling of token `index` finished with `id` (also for an end-of-generation token, which
+    /// is not passed to [`TokenSink::token`]).
+    fn sample_end(&mut self, _index: usize, _id: u32) {}
     /// Generated token `index` is `id`. Return false to stop.
     fn token(&mut self, _index: usize, _id: u32) -> bool {
         true
@@ -168,6 +172,7 @@ pub fn generate(
         let tok = sampler.sample(&logits_row);
         sampler.accept(tok);
         stats.token_ns.push(monotonic_ns());
+        sink.sample_end(index, tok);
         if is_eog(tok) && !opts.ignore_eos {
             stats.stop = Some(StopReason::Eog);
             break;

@@ -3,9 +3,9 @@
 
 use crate::generate::{percentile, GenStats, StopReason};
 use crate::session::Session;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
     pub model: String,
     pub weights_mode: String,

@@ -3,6 +3,7 @@
 mod bench;
 mod inspect;
 mod perplexity;
+mod profile;
 mod run;
 mod tokenize;
 
@@ -42,6 +43,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Metadata summary and tensor map of a GGUF file.
     Inspect(inspect::InspectArgs),
+    /// Profile a run: bpftrace scripts + run directory (config: /etc/flashslim/profile.conf).
+    Profile(profile::ProfileArgs),
 }
 
 /// `-m MODEL`.
@@ -151,6 +154,7 @@ pub fn main() -> ExitCode {
         Command::Perplexity(a) => perplexity::main(a),
         Command::Bench(a) => bench::main(a),
         Command::Inspect(a) => inspect::main(a),
+        Command::Profile(a) => profile::main(a),
     };
     match r {
         Ok(code) => code,
