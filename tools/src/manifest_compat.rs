@@ -167,11 +167,12 @@ pub fn read_dir_manifest(dir: &Path) -> Result<Manifest, ManifestError> {
     parse(&bytes)
 }
 
-/// Is `p` a safe relative path inside a run directory (no root, no `..`, no empty parts)?
+/// Is `p` a safe relative path inside a run directory (no root, no `..`, no empty parts, no
+/// control characters)?
 pub fn is_safe_relative(p: &str) -> bool {
     !p.is_empty()
         && !p.starts_with('/')
-        && !p.contains('\0')
+        && !p.chars().any(|c| c.is_control())
         && !p.contains('\\')
         && p.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
 }

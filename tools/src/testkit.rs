@@ -105,9 +105,9 @@ pub fn synthetic_run(mode: Mode, layers: u32, tokens: u32, seed: u64) -> RunData
                 } * scale;
                 // The streamed weights of the next heavy op are read while this one runs.
                 if mode == Mode::Stream && heavy {
-                    let lead = rng.range(50_000, 300_000);
+                    let lead = rng.range(300_000, 1_200_000);
                     let submit = t.saturating_sub(lead).max(tok_start);
-                    let complete = submit + rng.range(120_000, 500_000);
+                    let complete = submit + rng.range(500_000, 1_400_000);
                     req_id += 1;
                     let bytes = 256 * 1024 + 4096 * rng.range(0, 64);
                     r.io.push(IoRequest {

@@ -187,11 +187,13 @@ impl Transport for Ssh {
         match self.copy {
             SshCopy::Scp => {
                 let mut c = Command::new("scp");
-                // -O: the remote path goes through the remote shell, hence the quoting.
+                // -O: the remote path goes through the remote shell, and the client checks the
+                // returned name against it as a glob, so special characters are escaped with
+                // backslashes (single quotes would fail that check).
                 c.arg("-O")
                     .arg("-q")
                     .args(self.common_args())
-                    .arg(format!("{}{}", self.target.copy_prefix(), sh_quote(remote)))
+                    .arg(format!("{}{}", self.target.copy_prefix(), backslash_escape(remote)))
                     .arg(local_arg(partial));
                 c
             }
@@ -228,6 +230,20 @@ fn local_arg(p: &Path) -> OsString {
     } else {
         Path::new(".").join(p).into_os_string()
     }
+}
+
+/// Escape every character but `[A-Za-z0-9/._-]` with a backslash: one word for the remote shell
+/// that is also a literal glob pattern. (Control characters cannot be escaped this way; run and
+/// file names containing them are refused before any copy.)
+fn backslash_escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() * 2);
+    for c in s.chars() {
+        if !(c.is_ascii_alphanumeric() || "/._-".contains(c)) {
+            o.push('\\');
+        }
+        o.push(c);
+    }
+    o
 }
 
 /// Quote one word for rsync's `-e` splitter (which honours single and double quotes).
@@ -383,7 +399,7 @@ mod tests {
                 "/c f",
                 "-o",
                 "Port=2200",
-                "u@h:'/runs/a b/x.bin'",
+                "u@h:/runs/a\\ b/x.bin",
                 "./d/x.bin.partial"
             ]
         );

@@ -54,7 +54,7 @@ pub fn missing(run: &RunData, what: &str, needs: &[Family]) -> String {
     for f in needs {
         let inputs: Vec<_> = run.inputs.iter().filter(|i| i.family == *f).collect();
         if inputs.is_empty() {
-            parts.push(format!("{f:?}: no data"));
+            parts.push(format!("<code>{}</code> — no data", esc(family_file(*f))));
         }
         for i in inputs {
             parts.push(format!(
@@ -74,6 +74,20 @@ pub fn missing(run: &RunData, what: &str, needs: &[Family]) -> String {
             parts.join("; ")
         }
     )
+}
+
+/// The file a family normally lives in.
+pub fn family_file(f: Family) -> &'static str {
+    match f {
+        Family::Manifest => "manifest.json",
+        Family::Stages => "stages.jsonl",
+        Family::Tokens => "tokens.jsonl",
+        Family::Io => "io.jsonl",
+        Family::TensorTrace => "tensor-trace.bin",
+        Family::BpfJson => "bpf-*.ndjson",
+        Family::BpfTsv => "bpf-*.tsv",
+        Family::Stacks => "stacks.folded",
+    }
 }
 
 /// Lay out one block per run: as is for one run, side by side for two.

@@ -49,7 +49,7 @@
     while (svg.firstChild) svg.removeChild(svg.firstChild);
     var plotW = this.width - LABEL_W - 8;
     var grid = el("g", { "class": "grid axis" }, svg);
-    var step = niceStep(this.v1 - this.v0, 8);
+    var step = niceStep(this.v1 - this.v0, Math.max(2, Math.floor(plotW / 110)));
     for (var t = Math.ceil(this.v0 / step) * step; t <= this.v1; t += step) {
       var gx = this.x(t);
       el("line", { x1: gx, x2: gx, y1: AXIS_H - 4, y2: svg.getAttribute("height") }, grid);
