@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn slim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_slim")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_slim"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 /// Exit 1 with exactly one stderr line starting `error: ` and containing `needle`.
@@ -14,7 +17,10 @@ fn one_line_error(o: &Output, needle: &str) {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert_eq!(err.lines().count(), 1, "one line: {err:?}");
-    assert!(err.starts_with("error: ") && err.contains(needle), "{err:?} lacks {needle:?}");
+    assert!(
+        err.starts_with("error: ") && err.contains(needle),
+        "{err:?} lacks {needle:?}"
+    );
     assert!(!err.contains("panicked"));
 }
 
@@ -30,14 +36,21 @@ fn gguf_map_of_the_real_model() {
     let csv = slim(&["gguf", m, "--csv"]);
     assert!(csv.status.success());
     let csv = String::from_utf8(csv.stdout).unwrap();
-    let rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    let rows: Vec<Vec<&str>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
     // SmolLM2-135M: 30 layers × 9 tensors + token_embd + output_norm.
     assert_eq!(rows.len(), 272);
     let size = std::fs::metadata(m).unwrap().len();
     let mut prev_end = 0u64;
     for r in &rows {
-        let (off, bytes, end): (u64, u64, u64) =
-            (r[4].parse().unwrap(), r[5].parse().unwrap(), r[6].parse().unwrap());
+        let (off, bytes, end): (u64, u64, u64) = (
+            r[4].parse().unwrap(),
+            r[5].parse().unwrap(),
+            r[6].parse().unwrap(),
+        );
         assert_eq!(off + bytes, end);
         assert!(off >= prev_end, "sorted by offset, no overlap");
         assert!(end <= size);
@@ -47,7 +60,10 @@ fn gguf_map_of_the_real_model() {
     // The same tensors, offsets, sizes, layers and components as the engine's inspect.
     let engine = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/flashslim");
     if engine.exists() {
-        let o = Command::new(&engine).args(["inspect", "--csv", "-m", m]).output().unwrap();
+        let o = Command::new(&engine)
+            .args(["inspect", "--csv", "-m", m])
+            .output()
+            .unwrap();
         assert!(o.status.success());
         let mut theirs: Vec<String> = String::from_utf8(o.stdout)
             .unwrap()
@@ -96,8 +112,14 @@ fn gguf_bad_input() {
 fn merge_report_trace_bad_input() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
-    one_line_error(&slim(&["merge", "/nonexistent/run"]), "no run directory there");
-    one_line_error(&slim(&["report", "/nonexistent/run"]), "no run directory there");
+    one_line_error(
+        &slim(&["merge", "/nonexistent/run"]),
+        "no run directory there",
+    );
+    one_line_error(
+        &slim(&["report", "/nonexistent/run"]),
+        "no run directory there",
+    );
     // A partial run directory: no timed input yet → merge explains what it has and lacks.
     std::fs::write(d.join("stages.jsonl"), b"{}\n").unwrap();
     let out = d.join("trace.json");
@@ -114,11 +136,20 @@ fn merge_report_trace_bad_input() {
     assert!(h.contains("data-missing=\"the timeline\""));
     // A manifest from a newer profiler: refused with a clear message.
     std::fs::write(d.join("manifest.json"), br#"{"schema_version": 2, "x": 1}"#).unwrap();
-    one_line_error(&slim(&["report", d.to_str().unwrap()]), "schema_version 2 is newer");
-    one_line_error(&slim(&["merge", d.to_str().unwrap()]), "schema_version 2 is newer");
+    one_line_error(
+        &slim(&["report", d.to_str().unwrap()]),
+        "schema_version 2 is newer",
+    );
+    one_line_error(
+        &slim(&["merge", d.to_str().unwrap()]),
+        "schema_version 2 is newer",
+    );
     // Tensor trace: missing file, and the honest "no reader yet".
     one_line_error(&slim(&["trace", "/nonexistent/t.bin"]), "No such file");
     let tb = d.join("tensor-trace.bin");
     std::fs::write(&tb, [0u8; 100]).unwrap();
-    one_line_error(&slim(&["trace", tb.to_str().unwrap(), "--stats"]), "no tensor-trace reader");
+    one_line_error(
+        &slim(&["trace", tb.to_str().unwrap(), "--stats"]),
+        "no tensor-trace reader",
+    );
 }

@@ -42,7 +42,12 @@ impl Sshd {
 
 fn sh(cmd: &mut Command) {
     let o = cmd.output().unwrap();
-    assert!(o.status.success(), "{:?}: {}", cmd, String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{:?}: {}",
+        cmd,
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 fn start_sshd() -> Sshd {
@@ -55,8 +60,16 @@ fn start_sshd() -> Sshd {
     }
     std::fs::copy(d.join("user_key.pub"), d.join("authorized_keys")).unwrap();
     let host_pub = std::fs::read_to_string(d.join("host_key.pub")).unwrap();
-    std::fs::write(d.join("known_hosts"), format!("slim-test-device {host_pub}")).unwrap();
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    std::fs::write(
+        d.join("known_hosts"),
+        format!("slim-test-device {host_pub}"),
+    )
+    .unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
     std::fs::write(
         d.join("sshd_config"),
@@ -151,7 +164,11 @@ fn full_pull_resume_corrupt_refuse(transport: &str) {
     let o = pull(&s, &dest, transport, &["--report"]);
     assert!(o.status.success(), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
-    let via = if transport == "rsync" { "(rsync)" } else { "(scp -O)" };
+    let via = if transport == "rsync" {
+        "(rsync)"
+    } else {
+        "(scp -O)"
+    };
     assert!(err.contains(via), "{}", text(&o));
     for r in ["run 1", "run-2"] {
         assert!(verify_local_run(&dest.join(r)).is_ok(), "{r}");
@@ -160,10 +177,17 @@ fn full_pull_resume_corrupt_refuse(transport: &str) {
             std::fs::read(s.remote().join(r).join("manifest.json")).unwrap()
         );
     }
-    assert!(dest.join("run 1/report.html").is_file(), "--report wrote the report");
+    assert!(
+        dest.join("run 1/report.html").is_file(),
+        "--report wrote the report"
+    );
     let o = pull(&s, &dest, transport, &[]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("run 1: already complete"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("run 1: already complete"),
+        "{}",
+        text(&o)
+    );
 
     // 2. An interrupted transfer, resumed: the run is unfinished (no local manifest) and the big
     //    file is half there as .partial.
@@ -187,7 +211,11 @@ fn full_pull_resume_corrupt_refuse(transport: &str) {
     if transport == "rsync" {
         // rsync --append-verify extended the partial file in place (same inode), it did not
         // fetch a new copy.
-        assert_eq!(std::fs::metadata(&big).unwrap().ino(), ino, "rsync resumed in place");
+        assert_eq!(
+            std::fs::metadata(&big).unwrap().ino(),
+            ino,
+            "rsync resumed in place"
+        );
     }
     // A partial whose kept prefix is wrong is caught (rsync's whole-file check / our sha256).
     std::fs::remove_file(dest.join("run 1/manifest.json")).unwrap();
@@ -208,28 +236,51 @@ fn full_pull_resume_corrupt_refuse(transport: &str) {
     let o = pull(&s, &dest, transport, &[]);
     assert!(o.status.success(), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("run-2/stages.jsonl: local copy does not match the manifest"), "{}", text(&o));
+    assert!(
+        err.contains("run-2/stages.jsonl: local copy does not match the manifest"),
+        "{}",
+        text(&o)
+    );
     assert!(verify_local_run(&dest.join("run-2")).is_ok());
 
     // 4. A device file changed after its manifest entry: refused, named, nothing kept.
     let dest2 = s.path("host2");
-    std::fs::write(s.remote().join("run 1/stages.jsonl"), b"rewritten after the manifest").unwrap();
-    let o = pull(&s, &dest2, transport, &["--run", "run 1", "--delete-after-verify"]);
+    std::fs::write(
+        s.remote().join("run 1/stages.jsonl"),
+        b"rewritten after the manifest",
+    )
+    .unwrap();
+    let o = pull(
+        &s,
+        &dest2,
+        transport,
+        &["--run", "run 1", "--delete-after-verify"],
+    );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     let line = err
         .lines()
         .find(|l| l.starts_with("error: ") && l.contains("refused \"stages.jsonl\""))
         .unwrap_or_else(|| panic!("{}", text(&o)));
-    assert!(line.contains("no longer matches its manifest entry"), "{line}");
+    assert!(
+        line.contains("no longer matches its manifest entry"),
+        "{line}"
+    );
     assert!(line.contains("device has 28 bytes"), "{line}");
     assert!(!dest2.join("run 1/stages.jsonl").exists());
     assert!(!dest2.join("run 1/stages.jsonl.partial").exists());
     assert!(!dest2.join("run 1/manifest.json").exists());
-    assert!(s.remote().join("run 1/manifest.json").exists(), "nothing deleted on the device");
+    assert!(
+        s.remote().join("run 1/manifest.json").exists(),
+        "nothing deleted on the device"
+    );
     // The earlier verified copy in the first destination is untouched by a failing pull.
     let o = pull(&s, &dest, transport, &["--run", "run 1"]);
-    assert!(o.status.success(), "a verified local run is complete as far as the host is concerned: {}", text(&o));
+    assert!(
+        o.status.success(),
+        "a verified local run is complete as far as the host is concerned: {}",
+        text(&o)
+    );
     // (its local manifest equals the device's, and every local file verifies)
 }
 
@@ -253,19 +304,34 @@ fn list_latest_and_delete_after_verify() {
     std::thread::sleep(Duration::from_millis(1100));
     write_device_run(&s.remote(), "b-new", RunStatus::Running, &run_files()[..2]).unwrap();
     std::fs::create_dir_all(s.remote().join("c-future")).unwrap();
-    std::fs::write(s.remote().join("c-future/manifest.json"), br#"{"schema_version": 99}"#).unwrap();
+    std::fs::write(
+        s.remote().join("c-future/manifest.json"),
+        br#"{"schema_version": 99}"#,
+    )
+    .unwrap();
     let dest = s.path("host");
     let o = pull(&s, &dest, "auto", &["--list"]);
     assert!(o.status.success(), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.lines().any(|l| l.starts_with("a-old") && l.contains("complete")), "{out}");
-    assert!(out.lines().any(|l| l.starts_with("b-new") && l.contains("running")), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("a-old") && l.contains("complete")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("b-new") && l.contains("running")),
+        "{out}"
+    );
     assert!(out.contains("schema_version 99 is newer"), "{out}");
     // --latest is the running run: pulled with a warning, never deleted.
     let o = pull(&s, &dest, "auto", &["--latest", "--delete-after-verify"]);
     assert!(o.status.success(), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("(rsync)"), "auto picks rsync when both ends have it: {err}");
+    assert!(
+        err.contains("(rsync)"),
+        "auto picks rsync when both ends have it: {err}"
+    );
     assert!(err.contains("\"b-new\" is still running"), "{err}");
     assert!(s.remote().join("b-new/manifest.json").exists());
     assert!(!dest.join("a-old").exists());
@@ -274,7 +340,10 @@ fn list_latest_and_delete_after_verify() {
     let o = pull(&s, &dest, "scp", &["--all", "--delete-after-verify"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("run \"c-future\": manifest schema_version 99 is newer"), "{err}");
+    assert!(
+        err.contains("run \"c-future\": manifest schema_version 99 is newer"),
+        "{err}"
+    );
     assert!(verify_local_run(&dest.join("a-old")).is_ok());
     assert!(!s.remote().join("a-old").exists(), "deleted after verify");
     assert!(s.remote().join("c-future").exists());
@@ -282,16 +351,33 @@ fn list_latest_and_delete_after_verify() {
     let o = pull(&s, &dest, "scp", &["--run", "zzz"]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.lines().any(|l| l.starts_with("error: run \"zzz\" not found (device has: ")), "{}", text(&o));
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("error: run \"zzz\" not found (device has: ")),
+        "{}",
+        text(&o)
+    );
     let o = Command::new(env!("CARGO_BIN_EXE_slim-pull-logs"))
-        .args(["--target", "nobody@127.0.0.1:1", "--remote-dir", "/x", "--ssh-opt", "ConnectTimeout=3"])
+        .args([
+            "--target",
+            "nobody@127.0.0.1:1",
+            "--remote-dir",
+            "/x",
+            "--ssh-opt",
+            "ConnectTimeout=3",
+        ])
         .arg(format!("--ssh-opt=-F {}", s.path("ssh_config").display()))
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(err.lines().count(), 1, "one line: {err}");
-    assert!(err.starts_with("error: listing /x over ssh nobody@127.0.0.1:1 (scp -O) failed: `ssh` exited"), "{err}");
+    assert!(
+        err.starts_with(
+            "error: listing /x over ssh nobody@127.0.0.1:1 (scp -O) failed: `ssh` exited"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -299,7 +385,13 @@ fn list_latest_and_delete_after_verify() {
 fn ctrl_c_mid_copy_keeps_only_verified_files() {
     let s = start_sshd();
     let big = bytes(9, 64 << 20);
-    write_device_run(&s.remote(), "big", RunStatus::Complete, &[("tensor-trace.bin", big)]).unwrap();
+    write_device_run(
+        &s.remote(),
+        "big",
+        RunStatus::Complete,
+        &[("tensor-trace.bin", big)],
+    )
+    .unwrap();
     let dest = s.path("host");
     let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_slim-pull-logs"))
@@ -319,11 +411,16 @@ fn ctrl_c_mid_copy_keeps_only_verified_files() {
     let partial = dest.join("big/tensor-trace.bin.partial");
     let t0 = Instant::now();
     while std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) == 0 {
-        assert!(t0.elapsed() < Duration::from_secs(30), "transfer never started");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "transfer never started"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     // SIGINT to the process group this test created (by its id).
-    sh(Command::new("kill").arg("-INT").arg(format!("-{}", child.id())));
+    sh(Command::new("kill")
+        .arg("-INT")
+        .arg(format!("-{}", child.id())));
     let _ = child.wait();
     let fin = dest.join("big/tensor-trace.bin");
     let interrupted = !fin.exists();
@@ -331,7 +428,10 @@ fn ctrl_c_mid_copy_keeps_only_verified_files() {
     if interrupted {
         assert!(!dest.join("big/manifest.json").exists());
     } else {
-        assert!(verify_local_run(&dest.join("big")).is_ok(), "a final name means verified");
+        assert!(
+            verify_local_run(&dest.join("big")).is_ok(),
+            "a final name means verified"
+        );
     }
     let o = pull(&s, &dest, "rsync", &[]);
     assert!(o.status.success(), "{}", text(&o));

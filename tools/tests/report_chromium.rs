@@ -41,7 +41,11 @@ fn load(html: &Path) -> Page {
         .arg(url(html))
         .output()
         .expect("chromium (apt package `chromium`) must be installed");
-    assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     Page {
         dom: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -62,10 +66,18 @@ fn screenshot(html: &Path, png: &Path) {
         .arg(url(html))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let b = std::fs::read(png).expect("screenshot written");
     assert!(b.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
-    assert!(b.len() > 20_000, "suspiciously small screenshot ({} bytes)", b.len());
+    assert!(
+        b.len() > 20_000,
+        "suspiciously small screenshot ({} bytes)",
+        b.len()
+    );
 }
 
 /// The attribute `name="value"` on the `<html>` element, if present.
@@ -125,21 +137,30 @@ fn single_run_report_renders_its_timeline() {
         })
         .sum();
     assert_eq!(drawn, expected);
-    assert!(drawn > run.ops.len(), "ops, layers, stages, reads all drawn");
+    assert!(
+        drawn > run.ops.len(),
+        "ops, layers, stages, reads all drawn"
+    );
     screenshot(&p, &artifacts().join("single.png"));
 }
 
 #[test]
 #[ignore = "needs chromium; run by scripts/test.d/80-tools.sh"]
 fn comparison_report_renders_both_timelines() {
-    let runs = [synthetic_run(Mode::Mmap, 4, 10, 1), synthetic_run(Mode::Stream, 4, 10, 2)];
+    let runs = [
+        synthetic_run(Mode::Mmap, 4, 10, 1),
+        synthetic_run(Mode::Stream, 4, 10, 2),
+    ];
     let p = write("compare.html", &report::render(&runs));
     let page = load(&p);
     check(&page, true).unwrap();
     for id in ["timeline-1", "timeline-2"] {
         let i = page.dom.find(&format!("id=\"{id}\"")).unwrap();
         let tag = &page.dom[i..i + page.dom[i..].find('>').unwrap()];
-        assert!(tag.contains("data-rendered=\"") && !tag.contains("data-rendered=\"0\""), "{tag}");
+        assert!(
+            tag.contains("data-rendered=\"") && !tag.contains("data-rendered=\"0\""),
+            "{tag}"
+        );
     }
     screenshot(&p, &artifacts().join("compare.png"));
 }

@@ -193,7 +193,11 @@ impl Transport for Ssh {
                 c.arg("-O")
                     .arg("-q")
                     .args(self.common_args())
-                    .arg(format!("{}{}", self.target.copy_prefix(), backslash_escape(remote)))
+                    .arg(format!(
+                        "{}{}",
+                        self.target.copy_prefix(),
+                        backslash_escape(remote)
+                    ))
                     .arg(local_arg(partial));
                 c
             }

@@ -127,7 +127,7 @@ pub fn render(runs: &[RunData]) -> String {
         flame_section(r, k.get())
     });
     section(&mut b, "flamegraph", "Flamegraph", &fl);
-    let _ = write!(b, "<script>{JS}</script></body></html>\n");
+    let _ = writeln!(b, "<script>{JS}</script></body></html>");
     b
 }
 
@@ -167,10 +167,17 @@ fn inputs_table(r: &RunData) -> String {
     s
 }
 
+/// A summary row: name, one value per run, formatter.
+type FigureRow = (&'static str, Vec<Option<f64>>, fn(f64) -> String);
+
+/// Timeline items `(start µs, duration µs, label)` and lanes `(name, css class, items)`.
+type Item = (f64, f64, String);
+type Lane = (String, &'static str, Vec<Item>);
+
 fn summary(runs: &[RunData], stats: &[RunStats]) -> String {
     let mut s = String::new();
     // Key figures: one column per run (+ ratio for two).
-    let rows: Vec<(&str, Vec<Option<f64>>, fn(f64) -> String)> = vec![
+    let rows: Vec<FigureRow> = vec![
         (
             "tokens generated",
             stats
@@ -318,10 +325,10 @@ fn manifest_block(r: &RunData) -> String {
 fn timeline_json(r: &RunData) -> Option<(String, usize)> {
     let origin = r.origin_ns()?;
     let us = |ns: u64| ns.saturating_sub(origin) as f64 / 1e3;
-    let mut lanes: Vec<(String, &str, Vec<(f64, f64, String)>)> = Vec::new();
+    let mut lanes: Vec<Lane> = Vec::new();
     // Greedy packing of possibly-overlapping items into as few lanes as needed.
     fn pack(
-        lanes: &mut Vec<(String, &'static str, Vec<(f64, f64, String)>)>,
+        lanes: &mut Vec<Lane>,
         name: &str,
         cls: &'static str,
         mut items: Vec<(f64, f64, String)>,

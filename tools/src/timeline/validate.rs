@@ -42,7 +42,9 @@ pub fn validate(text: &str) -> Result<Summary, Vec<String>> {
     };
     let mut s = Summary::default();
     let mut last_ts: HashMap<String, (f64, usize)> = HashMap::new();
-    let mut slices: HashMap<(String, String), Vec<(i128, i128, String, usize)>> = HashMap::new();
+    // (pid, tid) -> [(start ns, end ns, name, event index)]
+    type Spans = Vec<(i128, i128, String, usize)>;
+    let mut slices: HashMap<(String, String), Spans> = HashMap::new();
     let mut open: HashMap<(String, String, String), Vec<(f64, usize)>> = HashMap::new();
     let mut named_procs: HashSet<String> = HashSet::new();
     let mut named_threads: HashSet<(String, String)> = HashSet::new();
