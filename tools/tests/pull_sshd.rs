@@ -12,7 +12,6 @@ use flashslim_tools::pull::verify_local_run;
 use flashslim_tools::testkit::{bytes, write_device_run};
 use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -405,7 +404,6 @@ fn ctrl_c_mid_copy_keeps_only_verified_files() {
         .args(["--transport", "scp"])
         .stdin(Stdio::null())
         .stderr(Stdio::null())
-        .process_group(0) // like a terminal's foreground job: Ctrl-C reaches scp too
         .spawn()
         .unwrap();
     let partial = dest.join("big/tensor-trace.bin.partial");
@@ -417,10 +415,19 @@ fn ctrl_c_mid_copy_keeps_only_verified_files() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    // SIGINT to the process group this test created (by its id).
-    sh(Command::new("kill")
-        .arg("-INT")
-        .arg(format!("-{}", child.id())));
+    // What Ctrl-C does: SIGINT to slim-pull-logs and to the scp it runs — by pid, only the
+    // processes this test started (a process-group signal would also meet the job control of
+    // a terminal the test runs under).
+    let pid = child.id();
+    let kids =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    for p in kids
+        .split_whitespace()
+        .map(str::to_string)
+        .chain([pid.to_string()])
+    {
+        let _ = Command::new("kill").args(["-INT", &p]).status();
+    }
     let _ = child.wait();
     let fin = dest.join("big/tensor-trace.bin");
     let interrupted = !fin.exists();
