@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Host tools (flashslim-tools): unit tests; slim-pull-logs against a real sshd on 127.0.0.1 with
 # throwaway keys (scp -O and rsync: full pull, resume, corrupted local file, device file changed
-# after its manifest entry, Ctrl-C mid-copy, delete-after-verify); the HTML report in headless
+# after its manifest entry, a pull killed mid-copy, delete-after-verify); the HTML report in headless
 # Chromium (timeline rendered, no console errors, screenshot; plus a deliberately broken page
 # that must fail the check); merge-output checks; `slim gguf` on the real model, cross-checked
 # against `flashslim inspect`. Screenshots land in target/tmp/report-chromium/.

@@ -120,7 +120,7 @@ pub fn columns(
 /// A heatmap: `rows` × `cols`, `cell(r, c)` = value (0 = none). Darker is more.
 pub fn heatmap(rows: &[String], cols: &[String], values: &[Vec<f64>]) -> String {
     let label_w = 190.0;
-    let cw = (560.0 / cols.len().max(1) as f64).clamp(2.0, 14.0);
+    let cw = (560.0 / cols.len().max(1) as f64).clamp(2.0, 28.0);
     let rh = 11.0;
     let w = label_w + cw * cols.len() as f64 + 8.0;
     let h = rh * rows.len() as f64 + 18.0;
