@@ -3,7 +3,9 @@
 mod bench;
 mod inspect;
 mod perplexity;
+mod plan;
 mod run;
+mod synth;
 mod tokenize;
 
 use anyhow::{Context, Result};
@@ -42,6 +44,10 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Metadata summary and tensor map of a GGUF file.
     Inspect(inspect::InspectArgs),
+    /// Measure the device, profile compute and write a streaming plan for --weights stream.
+    Plan(plan::PlanArgs),
+    /// Write a SYNTHETIC TinyLlama-1.1B-shaped Q4_0 GGUF with random weights (benchmarks).
+    Synth(synth::SynthArgs),
 }
 
 /// `-m MODEL`.
@@ -151,6 +157,8 @@ pub fn main() -> ExitCode {
         Command::Perplexity(a) => perplexity::main(a),
         Command::Bench(a) => bench::main(a),
         Command::Inspect(a) => inspect::main(a),
+        Command::Plan(a) => plan::main(a),
+        Command::Synth(a) => synth::main(a),
     };
     match r {
         Ok(code) => code,
