@@ -262,17 +262,24 @@ fn fill_resident(layout: &Layout, base: &HashSet<TensorId>, avail: u64) -> HashS
         left -= layer_bytes[l];
         res.extend(layers[l].iter().copied());
     }
-    let mut singles: Vec<TensorId> = layers
+    // Then whole fetch groups (q,k,v / o / gate,up / down) of the other layers, largest first:
+    // keeping part of a group resident would leave its streamed rest with a hole to read over.
+    let mut groups: Vec<Vec<TensorId>> = layout
+        .groups
         .iter()
-        .enumerate()
-        .filter(|(l, _)| !chosen.contains(l))
-        .flat_map(|(_, ts)| ts.iter().copied())
+        .map(|g| layout.order[g.clone()].to_vec())
+        .filter(|g| {
+            g.iter().all(|id| !res.contains(id))
+                && layout.layer[layout.order.iter().position(|x| *x == g[0]).unwrap_or(0)]
+                    .is_some_and(|l| !chosen.contains(&l))
+        })
         .collect();
-    singles.sort_by_key(|&id| std::cmp::Reverse(aligned(id)));
-    for id in singles {
-        if aligned(id) <= left {
-            left -= aligned(id);
-            res.insert(id);
+    let bytes = |g: &Vec<TensorId>| g.iter().map(|&id| aligned(id)).sum::<u64>();
+    groups.sort_by_key(|g| std::cmp::Reverse(bytes(g)));
+    for g in groups {
+        if bytes(&g) <= left {
+            left -= bytes(&g);
+            res.extend(g);
         }
     }
     res
