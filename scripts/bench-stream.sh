@@ -28,6 +28,12 @@ cg_version() {
     fi
 }
 
+# disk_read_bytes — bytes read so far from the disk holding the models (BENCH_DISK, e.g. vda).
+disk_read_bytes() {
+    local d="${BENCH_DISK:-$(basename "$(df --output=source "$ROOT/models/" | tail -1)")}"
+    awk -v d="$d" '$3==d {print $6*512}' /proc/diskstats | head -1 | grep . || echo 0
+}
+
 # cg_run CAP_BYTES OUT_PREFIX CMD... — run CMD (stdout > PREFIX.out, stderr > PREFIX.err) in a
 # fresh memory cgroup capped at CAP_BYTES (0 = no cap) after dropping the page cache. Writes
 # PREFIX.cg: `peak_bytes oom_kills failcnt read_bytes exit_code wall_ms`.
@@ -47,7 +53,8 @@ cg_run() {
         [[ "$cap" -gt 0 ]] && echo "$cap" > "$mem/memory.max"
         echo 0 > "$mem/memory.swap.max" 2>/dev/null || true
     fi
-    local t0 t1 rc
+    local t0 t1 rc d0
+    d0=$(disk_read_bytes)
     t0=$(date +%s%N)
     bash -c 'echo $$ > "$1/cgroup.procs"; [[ -n "$2" ]] && echo $$ > "$2/cgroup.procs"; shift 2; exec timeout "$RUN_TIMEOUT" "$@"' \
         _ "$mem" "$io" "$@" > "$out.out" 2> "$out.err"
@@ -66,6 +73,9 @@ cg_run() {
         fail=$(awk '/^max /{print $2}' "$mem/memory.events")
         rb=$(awk '{for(i=1;i<=NF;i++) if($i ~ /^rbytes=/){split($i,a,"="); s+=a[2]}} END{print s+0}' "$mem/io.stat" 2>/dev/null || echo 0)
     fi
+    # blkio may not see reads on every setup (v1 without a blkio policy): fall back to the disk's
+    # sectors-read delta (system-wide; run on a quiet machine).
+    [[ "${rb:-0}" -gt 0 ]] || rb=$(( $(disk_read_bytes) - d0 ))
     echo "$peak $oom $fail $rb $rc $(( (t1 - t0) / 1000000 ))" > "$out.cg"
     rmdir "$mem" 2>/dev/null; [[ -n "$io" ]] && rmdir "$io" 2>/dev/null
     return 0
