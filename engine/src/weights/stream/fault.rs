@@ -90,13 +90,14 @@ mod tests {
 
     #[test]
     fn rules_parse_and_count_down() {
-        let mut f = parse_list("eio@8192*2, short, delay=5").unwrap();
+        let mut f = parse_list("eio@8192*2, short@20000, delay=5").unwrap();
         assert_eq!(f.len(), 3);
         assert_eq!(apply(&mut f, 0, 4096, 4096), 4096, "offset 8192 not covered");
         assert_eq!(apply(&mut f, 4096, 8192, 8192), -libc::EIO);
         assert_eq!(apply(&mut f, 4096, 8192, 8192), -libc::EIO);
-        assert_eq!(apply(&mut f, 4096, 8192, 8192), 4096, "eio used up, short hits");
-        assert_eq!(apply(&mut f, 4096, 8192, 8192), 8192, "all used up");
+        assert_eq!(apply(&mut f, 4096, 8192, 8192), 8192, "eio used up");
+        assert_eq!(apply(&mut f, 16384, 8192, 8192), 4096, "short hits");
+        assert_eq!(apply(&mut f, 16384, 8192, 8192), 8192, "all used up");
         assert_eq!(delay_for(&mut f, 0, 1), Some(Duration::from_millis(5)));
         assert_eq!(delay_for(&mut f, 0, 1), None);
         assert!(parse_list("boom").is_err());
