@@ -140,7 +140,7 @@ bench_model() {
                 -n "$n" -t "$threads" -no-cnv --temp 0 -c 512 --load-mode "$mode" --no-warmup
             read -r peak oom fail rb rc ms < "$tmp/l-$cap-$mode.cg"
             read -r tps ttft gen <<< "$(llama_figures "$tmp/l-$cap-$mode.err")"
-            [[ "$rc" != 0 ]] && tps="killed (exit $rc)"
+            [[ "$rc" != 0 ]] && tps="killed (exit $rc)"; [[ "$rc" == 124 ]] && tps="timed out (${RUN_TIMEOUT} s)"
             local spt="-"; [[ "$gen" -gt 0 ]] && spt=$(awk -v b="$rb" -v g="$gen" 'BEGIN{printf "%.1f", b/g/1048576}')
             rows+=("| $name | llama.cpp $mode | $label | - | $tps | $ttft | $(( peak / 1048576 )) | $oom | $spt | - | - | - | - |")
             log "llama.cpp $mode cap $label: $tps tok/s, ttft $ttft ms, peak $(( peak / 1048576 )) MiB, oom $oom, rc $rc"
@@ -183,7 +183,7 @@ except Exception:
         n = 2 * (pp["n_prompt"] + tg["n_gen"])   # warmup + 1 repetition of each test
         spt = None
     except Exception:
-        print("- - - - - -"); sys.exit()
+        print("- - - -"); sys.exit()
 err = open(p + ".err").read()
 import re
 m = re.search(r"streaming ([0-9.]+) MiB/pass", err)
@@ -192,7 +192,7 @@ print(f"{tps:.2f} {ttft:.1f} {rb/n/1048576:.1f} " + (f"{spt/1048576:.1f}" if spt
 EOF
 )"
     read -r tps ttft spt streamed <<< "$figs"
-    [[ "$rc" != 0 ]] && tps="failed (exit $rc)"
+    [[ "$rc" != 0 ]] && tps="failed (exit $rc)"; [[ "$rc" == 124 ]] && tps="timed out (${RUN_TIMEOUT} s)"
     local bw="-" bound="-" pct="-"
     if [[ "$cap" -gt 0 && "$streamed" != "-" ]]; then
         # Device bandwidth at the engine's request size and queue depth, on this file, now.
