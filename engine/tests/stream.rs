@@ -9,9 +9,7 @@ use flashslim::kernels::Kernels;
 use flashslim::model::{forward, KvCache, LogitsMode, Model, NoObserver, RunState};
 use flashslim::plan::{json, optimize, Layout};
 use flashslim::weights::stream::{fault, BackendChoice, PlanSource, StreamOptions};
-use flashslim::weights::{
-    Phase, RamSource, StreamSource, WeightError, WeightSource,
-};
+use flashslim::weights::{Phase, RamSource, StreamSource, WeightError, WeightSource};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -22,7 +20,10 @@ const N_DECODE: usize = 3;
 
 fn model_path() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(p.exists(), "default model missing: run scripts/fetch-model.sh");
+    assert!(
+        p.exists(),
+        "default model missing: run scripts/fetch-model.sh"
+    );
     p
 }
 
@@ -40,9 +41,19 @@ fn run(model: &Model, src: &dyn WeightSource) -> Result<(Vec<Vec<f32>>, Vec<u32>
         flashslim::model::ModelError::Weights(w) => w,
         other => panic!("unexpected model error: {other}"),
     };
-    let mut rows = vec![forward(model, src, k, &mut st, &mut kv, &PROMPT, 0, LogitsMode::Last, &mut NoObserver)
-        .map_err(to_w)?
-        .to_vec()];
+    let mut rows = vec![forward(
+        model,
+        src,
+        k,
+        &mut st,
+        &mut kv,
+        &PROMPT,
+        0,
+        LogitsMode::Last,
+        &mut NoObserver,
+    )
+    .map_err(to_w)?
+    .to_vec()];
     let mut toks = Vec::new();
     for i in 0..N_DECODE {
         let last = rows.last().unwrap();
@@ -50,9 +61,19 @@ fn run(model: &Model, src: &dyn WeightSource) -> Result<(Vec<Vec<f32>>, Vec<u32>
         toks.push(best);
         let pos = PROMPT.len() + i;
         rows.push(
-            forward(model, src, k, &mut st, &mut kv, &[best], pos, LogitsMode::Last, &mut NoObserver)
-                .map_err(to_w)?
-                .to_vec(),
+            forward(
+                model,
+                src,
+                k,
+                &mut st,
+                &mut kv,
+                &[best],
+                pos,
+                LogitsMode::Last,
+                &mut NoObserver,
+            )
+            .map_err(to_w)?
+            .to_vec(),
         );
     }
     Ok((rows, toks))
@@ -93,7 +114,10 @@ fn assert_identical(src: &StreamSource, model: &Model, what: &str) {
     assert_eq!(&toks, ref_toks, "{what}: greedy tokens differ");
     for (i, (a, b)) in rows.iter().zip(ref_rows).enumerate() {
         let same = a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
-        assert!(same, "{what}: logits of pass {i} are not bit-identical to --weights ram");
+        assert!(
+            same,
+            "{what}: logits of pass {i} are not bit-identical to --weights ram"
+        );
     }
 }
 
@@ -115,7 +139,10 @@ fn identical_to_ram_at_every_budget_depth_and_backend() {
             ..opts(budget)
         };
         let (model, src) = open_stream(&path, o).unwrap();
-        let what = format!("budget {budget} MiB, depth {depth:?}, {backend:?}: {}", src.summary());
+        let what = format!(
+            "budget {budget} MiB, depth {depth:?}, {backend:?}: {}",
+            src.summary()
+        );
         assert_identical(&src, &model, &what);
         let s = src.stream_stats();
         assert!(s.budget_bytes == budget * MIB);
@@ -138,12 +165,16 @@ fn prefill_streams_each_weight_once_per_batch() {
     assert_eq!(s.prefill.passes, 1);
     assert_eq!(s.prefill.tokens, PROMPT.len() as u64);
     assert_eq!(
-        s.prefill.streamed_bytes, s.streamed_bytes_per_pass,
+        s.prefill.streamed_bytes,
+        s.streamed_bytes_per_pass,
         "a {}-token prefill batch must stream each streamed weight exactly once",
         PROMPT.len()
     );
     assert_eq!(s.decode.passes, N_DECODE as u64);
-    assert_eq!(s.decode.streamed_bytes, N_DECODE as u64 * s.streamed_bytes_per_pass);
+    assert_eq!(
+        s.decode.streamed_bytes,
+        N_DECODE as u64 * s.streamed_bytes_per_pass
+    );
     // Everything the chunks needed was read, plus at most the prefetched next pass.
     let consumed = s.prefill.streamed_bytes + s.decode.streamed_bytes;
     assert!(s.read_bytes >= consumed, "{} < {consumed}", s.read_bytes);
@@ -162,20 +193,37 @@ fn io_events_and_stats_add_up() {
     src.drain_io_events(&mut ev);
     use flashslim::weights::IoEventKind as K;
     let sum = |k: K, f: &dyn Fn(u32) -> bool| -> u64 {
-        ev.iter().filter(|e| e.kind == k && f(e.chunk)).map(|e| e.bytes).sum()
+        ev.iter()
+            .filter(|e| e.kind == k && f(e.chunk))
+            .map(|e| e.bytes)
+            .sum()
     };
     let chunk = |c: u32| c < 0x8000_0000;
     let s = src.stream_stats();
     assert!(sum(K::Complete, &chunk) <= sum(K::Submit, &chunk));
     assert!(sum(K::Complete, &chunk) >= s.prefill.streamed_bytes + s.decode.streamed_bytes);
-    assert_eq!(sum(K::Complete, &|_| true), s.read_bytes, "every byte read has its event");
-    assert!(ev.iter().any(|e| e.chunk == 0xFFFF_FFFF), "read_at (small tensors, embedding rows)");
-    assert!(ev.iter().any(|e| e.chunk & 0x8000_0000 != 0 && e.chunk != u32::MAX), "resident load");
+    assert_eq!(
+        sum(K::Complete, &|_| true),
+        s.read_bytes,
+        "every byte read has its event"
+    );
+    assert!(
+        ev.iter().any(|e| e.chunk == 0xFFFF_FFFF),
+        "read_at (small tensors, embedding rows)"
+    );
+    assert!(
+        ev.iter()
+            .any(|e| e.chunk & 0x8000_0000 != 0 && e.chunk != u32::MAX),
+        "resident load"
+    );
     assert_eq!(
         ev.iter().filter(|e| e.kind == K::WaitBegin).count(),
         ev.iter().filter(|e| e.kind == K::WaitEnd).count()
     );
-    assert!(ev.windows(2).all(|w| w[0].t_ns <= w[1].t_ns), "events are in time order");
+    assert!(
+        ev.windows(2).all(|w| w[0].t_ns <= w[1].t_ns),
+        "events are in time order"
+    );
     let st = src.stats();
     assert_eq!(st.passes, 1 + N_DECODE as u64);
     assert!(st.streamed_bytes > 0);
@@ -183,7 +231,9 @@ fn io_events_and_stats_add_up() {
 
 #[test]
 fn budget_below_minimum_states_the_minimum() {
-    let err = open_stream(&model_path(), opts(20)).err().expect("20 MiB cannot work");
+    let err = open_stream(&model_path(), opts(20))
+        .err()
+        .expect("20 MiB cannot work");
     let msg = err.to_string();
     assert!(matches!(err, WeightError::Budget(_)), "{msg}");
     assert!(msg.contains("minimum working set 28.8 MiB"), "{msg}");
@@ -196,7 +246,10 @@ fn order_mismatch_is_an_error_not_wrong_bytes() {
     let order = model.access_order();
     let w = src.get(order[0]).unwrap();
     drop(w);
-    let e = src.get(order[2]).err().expect("skipping an access must fail");
+    let e = src
+        .get(order[2])
+        .err()
+        .expect("skipping an access must fail");
     assert!(matches!(e, WeightError::OrderMismatch(_)), "{e}");
     assert!(src.end_pass().is_err());
     // The next pass starts clean and computes the right thing.
@@ -233,11 +286,16 @@ fn eio_and_short_reads_are_retried_once() {
 fn eio_and_short_reads_twice_fail_with_the_offset() {
     let off = first_chunk_offset();
     for (spec, needle) in [
-        (format!("eio@{off}*2"), "failed after one retry: Input/output error"),
+        (
+            format!("eio@{off}*2"),
+            "failed after one retry: Input/output error",
+        ),
         (format!("short@{off}*2"), "short read at offset"),
     ] {
         let (model, src) = open_stream(&model_path(), with_faults(&spec, 10_000)).unwrap();
-        let e = run(&model, &src).err().unwrap_or_else(|| panic!("{spec} must fail"));
+        let e = run(&model, &src)
+            .err()
+            .unwrap_or_else(|| panic!("{spec} must fail"));
         let m = e.to_string();
         assert!(matches!(e, WeightError::Storage(_)), "{spec}: {m}");
         assert!(m.contains(needle) && m.contains("offset"), "{spec}: {m}");
@@ -249,13 +307,25 @@ fn eio_and_short_reads_twice_fail_with_the_offset() {
 #[test]
 fn slow_reads_time_out_instead_of_hanging() {
     let off = first_chunk_offset();
-    let (model, src) = open_stream(&model_path(), with_faults(&format!("delay=1500@{off}"), 200)).unwrap();
+    let (model, src) = open_stream(
+        &model_path(),
+        with_faults(&format!("delay=1500@{off}"), 200),
+    )
+    .unwrap();
     let t = std::time::Instant::now();
     let e = run(&model, &src).err().expect("must time out");
-    assert!(e.to_string().contains("timed out after 200 ms waiting for chunk"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("timed out after 200 ms waiting for chunk"),
+        "{e}"
+    );
     assert!(t.elapsed() < Duration::from_secs(5));
     // A slow read within the timeout is just a stall.
-    let (model, src) = open_stream(&model_path(), with_faults(&format!("delay=150@{off}"), 5000)).unwrap();
+    let (model, src) = open_stream(
+        &model_path(),
+        with_faults(&format!("delay=150@{off}"), 5000),
+    )
+    .unwrap();
     assert_identical(&src, &model, "slow read within the timeout");
     assert!(src.stream_stats().prefill.stall_ns >= 100_000_000);
 }
@@ -289,12 +359,21 @@ fn plan_roundtrips_and_is_refused_for_another_model_budget_or_file() {
     drop(s2);
     assert!(open_stream(&copy, with_plan(&copy, None)).is_ok());
     // Another budget.
-    let e = open_stream(&copy, with_plan(&copy, Some(40 * MIB))).err().unwrap().to_string();
-    assert!(e.contains("made for a budget of 48.0 MiB but --budget is 40.0 MiB"), "{e}");
+    let e = open_stream(&copy, with_plan(&copy, Some(40 * MIB)))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("made for a budget of 48.0 MiB but --budget is 40.0 MiB"),
+        "{e}"
+    );
     // Another model.
     let q40 = model_path().with_file_name("SmolLM2-135M-Instruct.Q4_0.gguf");
     if q40.exists() {
-        let e = open_stream(&q40, with_plan(&q40, None)).err().unwrap().to_string();
+        let e = open_stream(&q40, with_plan(&q40, None))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("made for another model file"), "{e}");
     }
     // The file's weights changed since planning (last block is always sampled).
@@ -302,7 +381,10 @@ fn plan_roundtrips_and_is_refused_for_another_model_budget_or_file() {
     let n = bytes.len();
     bytes[n - 100] ^= 0x55;
     std::fs::write(&copy, &bytes).unwrap();
-    let e = open_stream(&copy, with_plan(&copy, None)).err().unwrap().to_string();
+    let e = open_stream(&copy, with_plan(&copy, None))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("changed since the plan was made"), "{e}");
 }
 
@@ -314,9 +396,16 @@ fn file_changed_while_streaming_is_refused() {
     let (_model, src) = open_stream(&copy, opts(48)).unwrap();
     src.begin_pass(Phase::Prefill, 1).unwrap();
     src.end_pass().err(); // abandon
-    let f = std::fs::OpenOptions::new().append(true).open(&copy).unwrap();
-    f.set_len(std::fs::metadata(&copy).unwrap().len() - 4096).unwrap();
-    let e = src.begin_pass(Phase::Decode, 1).err().expect("truncated file");
+    let f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&copy)
+        .unwrap();
+    f.set_len(std::fs::metadata(&copy).unwrap().len() - 4096)
+        .unwrap();
+    let e = src
+        .begin_pass(Phase::Decode, 1)
+        .err()
+        .expect("truncated file");
     assert!(matches!(e, WeightError::FileChanged(_)), "{e}");
 }
 
@@ -344,7 +433,12 @@ fn buffered_fallback_where_o_direct_is_refused() {
     std::fs::copy(model_path(), &copy).unwrap();
     let (model, src) = open_stream(&copy, opts(40)).unwrap();
     assert!(!src.stream_stats().direct_io, "{}", src.summary());
-    assert!(src.summary().contains("buffered + POSIX_FADV_DONTNEED (O_DIRECT"), "{}", src.summary());
+    assert!(
+        src.summary()
+            .contains("buffered + POSIX_FADV_DONTNEED (O_DIRECT"),
+        "{}",
+        src.summary()
+    );
     assert_identical(&src, &model, "buffered reads on ramfs");
 }
 
@@ -357,15 +451,35 @@ fn planner_chooses_head_resident_when_it_fits_and_streams_it_otherwise() {
     let layout = Layout::new(&model);
     let (min, why) = optimize::min_working_set(&layout);
     assert!(min > 28 * MIB && min < 30 * MIB, "{min} {why}");
-    let pm = flashslim::plan::PlanModel { identity: g.identity.clone(), data_fingerprint: String::new() };
+    let pm = flashslim::plan::PlanModel {
+        identity: g.identity.clone(),
+        data_fingerprint: String::new(),
+    };
     let mk = |b: u64| {
-        optimize::make_plan(&layout, pm.clone(), b, &Default::default(), &[], flashslim::plan::Method::Heuristic).unwrap()
+        optimize::make_plan(
+            &layout,
+            pm.clone(),
+            b,
+            &Default::default(),
+            &[],
+            flashslim::plan::Method::Heuristic,
+        )
+        .unwrap()
     };
     let p48 = mk(48 * MIB);
-    assert!(p48.resident.contains(&model.output), "48 MiB keeps the tied head resident");
+    assert!(
+        p48.resident.contains(&model.output),
+        "48 MiB keeps the tied head resident"
+    );
     let p30 = mk(30 * MIB);
-    assert!(!p30.resident.contains(&model.output), "30 MiB cannot keep the head and stream");
-    assert!(p30.chunks.iter().any(|c| c.tensors.contains(&model.output)), "the tied head streams like any matrix");
+    assert!(
+        !p30.resident.contains(&model.output),
+        "30 MiB cannot keep the head and stream"
+    );
+    assert!(
+        p30.chunks.iter().any(|c| c.tensors.contains(&model.output)),
+        "the tied head streams like any matrix"
+    );
     let p200 = mk(200 * MIB);
     assert!(p200.chunks.is_empty(), "everything fits: nothing streams");
     for (b, p) in [(48, &p48), (30, &p30), (200, &p200)] {
@@ -377,7 +491,10 @@ fn planner_chooses_head_resident_when_it_fits_and_streams_it_otherwise() {
     for b in [30, 36, 44, 52, 64, 80, 96] {
         let p = mk(b * MIB);
         let f = p.check(&layout, Some(b * MIB)).unwrap();
-        assert!(f.streamed_bytes_per_pass <= last, "{b} MiB streams more than a smaller budget");
+        assert!(
+            f.streamed_bytes_per_pass <= last,
+            "{b} MiB streams more than a smaller budget"
+        );
         last = f.streamed_bytes_per_pass;
     }
 }

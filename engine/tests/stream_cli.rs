@@ -10,15 +10,30 @@ const BIN: &str = env!("CARGO_BIN_EXE_flashslim");
 
 fn model() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(p.exists(), "default model missing: run scripts/fetch-model.sh");
+    assert!(
+        p.exists(),
+        "default model missing: run scripts/fetch-model.sh"
+    );
     p
 }
 
 /// `flashslim bench` decoding one token with the given extra arguments.
 fn bench(extra: &[&str]) -> Command {
     let mut c = Command::new(BIN);
-    c.args(["bench", "-m", model().to_str().unwrap(), "-t", "2", "-p", "0", "-n", "1", "-r", "1"])
-        .args(extra);
+    c.args([
+        "bench",
+        "-m",
+        model().to_str().unwrap(),
+        "-t",
+        "2",
+        "-p",
+        "0",
+        "-n",
+        "1",
+        "-r",
+        "1",
+    ])
+    .args(extra);
     c
 }
 
@@ -35,17 +50,32 @@ fn fails(mut c: Command, needle: &str, lines: usize) {
     let o = c.output().expect("spawn flashslim");
     let err = stderr_lines(&o);
     assert!(!o.status.success(), "succeeded: {err:?}");
-    assert!(err.iter().all(|l| !l.contains("panicked") && !l.contains("internal error")), "{err:?}");
+    assert!(
+        err.iter()
+            .all(|l| !l.contains("panicked") && !l.contains("internal error")),
+        "{err:?}"
+    );
     assert_eq!(err.len(), lines, "{err:?}");
     let last = err.last().unwrap();
-    assert!(last.starts_with("error: ") && last.contains(needle), "expected `{needle}` in {err:?}");
+    assert!(
+        last.starts_with("error: ") && last.contains(needle),
+        "expected `{needle}` in {err:?}"
+    );
 }
 
 #[test]
 fn budget_errors_are_one_line() {
     fails(bench(&["--weights", "stream"]), "needs --budget SIZE", 1);
-    fails(bench(&["--weights", "stream", "--budget", "12MiB"]), "below the minimum working set 28.8 MiB", 1);
-    fails(bench(&["--weights", "ram", "--budget", "40MiB"]), "apply to --weights stream only", 1);
+    fails(
+        bench(&["--weights", "stream", "--budget", "12MiB"]),
+        "below the minimum working set 28.8 MiB",
+        1,
+    );
+    fails(
+        bench(&["--weights", "ram", "--budget", "40MiB"]),
+        "apply to --weights stream only",
+        1,
+    );
 }
 
 #[test]
@@ -53,20 +83,50 @@ fn plan_for_another_budget_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let plan = dir.path().join("p.json");
     let o = Command::new(BIN)
-        .args(["plan", "-m", model().to_str().unwrap(), "--budget", "40MiB", "-t", "2"])
-        .args(["--prompt-tokens", "2", "--decode-tokens", "1", "--sweep-mib", "4", "-o"])
+        .args([
+            "plan",
+            "-m",
+            model().to_str().unwrap(),
+            "--budget",
+            "40MiB",
+            "-t",
+            "2",
+        ])
+        .args([
+            "--prompt-tokens",
+            "2",
+            "--decode-tokens",
+            "1",
+            "--sweep-mib",
+            "4",
+            "-o",
+        ])
         .arg(&plan)
         .output()
         .unwrap();
     assert!(o.status.success(), "{:?}", stderr_lines(&o));
     let p = plan.to_str().unwrap();
-    fails(bench(&["--weights", "stream", "--budget", "48MiB", "--plan", p]), "made for a budget of 40.0 MiB but --budget is 48.0 MiB", 1);
+    fails(
+        bench(&["--weights", "stream", "--budget", "48MiB", "--plan", p]),
+        "made for a budget of 40.0 MiB but --budget is 48.0 MiB",
+        1,
+    );
     // The same plan with its own budget runs, and says which plan it uses.
-    let o = bench(&["--weights", "stream", "--plan", p]).output().unwrap();
+    let o = bench(&["--weights", "stream", "--plan", p])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{:?}", stderr_lines(&o));
-    assert!(!stderr_lines(&o)[0].contains("quick heuristic"), "{:?}", stderr_lines(&o));
+    assert!(
+        !stderr_lines(&o)[0].contains("quick heuristic"),
+        "{:?}",
+        stderr_lines(&o)
+    );
     std::fs::write(&plan, "{\"format\": \"flashslim-plan\", \"version\": 1}").unwrap();
-    fails(bench(&["--weights", "stream", "--plan", p]), "`model`: missing", 1);
+    fails(
+        bench(&["--weights", "stream", "--plan", p]),
+        "`model`: missing",
+        1,
+    );
 }
 
 #[test]
@@ -75,7 +135,8 @@ fn storage_failure_after_retry_names_the_offset() {
     c.env("FLASHSLIM_STREAM_FAULTS", "eio*1000");
     fails(c, "failed after one retry: Input/output error", 2);
     let mut c = bench(&["--weights", "stream", "--budget", "40MiB"]);
-    c.env("FLASHSLIM_STREAM_FAULTS", "delay=5000*1000").env("FLASHSLIM_STREAM_TIMEOUT_MS", "300");
+    c.env("FLASHSLIM_STREAM_FAULTS", "delay=5000*1000")
+        .env("FLASHSLIM_STREAM_TIMEOUT_MS", "300");
     fails(c, "timed out after 300 ms waiting for chunk", 2);
 }
 
@@ -88,10 +149,30 @@ fn without_io_uring(cmd: &mut Command, errno: i32) {
         cmd.pre_exec(move || {
             const NR_IO_URING_SETUP: u32 = 425; // x86_64 and aarch64 alike
             let prog = [
-                libc::sock_filter { code: 0x20, jt: 0, jf: 0, k: 0 }, // ld [nr]
-                libc::sock_filter { code: 0x15, jt: 0, jf: 1, k: NR_IO_URING_SETUP },
-                libc::sock_filter { code: 0x06, jt: 0, jf: 0, k: 0x0005_0000 | errno as u32 },
-                libc::sock_filter { code: 0x06, jt: 0, jf: 0, k: 0x7fff_0000 },
+                libc::sock_filter {
+                    code: 0x20,
+                    jt: 0,
+                    jf: 0,
+                    k: 0,
+                }, // ld [nr]
+                libc::sock_filter {
+                    code: 0x15,
+                    jt: 0,
+                    jf: 1,
+                    k: NR_IO_URING_SETUP,
+                },
+                libc::sock_filter {
+                    code: 0x06,
+                    jt: 0,
+                    jf: 0,
+                    k: 0x0005_0000 | errno as u32,
+                },
+                libc::sock_filter {
+                    code: 0x06,
+                    jt: 0,
+                    jf: 0,
+                    k: 0x7fff_0000,
+                },
             ];
             let fprog = libc::sock_fprog {
                 len: prog.len() as u16,
@@ -109,15 +190,27 @@ fn without_io_uring(cmd: &mut Command, errno: i32) {
 
 #[test]
 fn io_uring_refused_falls_back_to_pread() {
-    for (errno, text) in [(libc::ENOSYS, "Function not implemented"), (libc::EPERM, "Operation not permitted")] {
+    for (errno, text) in [
+        (libc::ENOSYS, "Function not implemented"),
+        (libc::EPERM, "Operation not permitted"),
+    ] {
         let mut c = bench(&["--weights", "stream", "--budget", "40MiB"]);
         without_io_uring(&mut c, errno);
         let o = c.output().unwrap();
         let err = stderr_lines(&o);
         assert!(o.status.success(), "{err:?}");
-        assert!(err[0].contains("reads: pread threads") && err[0].contains(text), "{err:?}");
+        assert!(
+            err[0].contains("reads: pread threads") && err[0].contains(text),
+            "{err:?}"
+        );
     }
     // Without the filter the same run uses io_uring (so the test above really changed something).
-    let o = bench(&["--weights", "stream", "--budget", "40MiB"]).output().unwrap();
-    assert!(stderr_lines(&o)[0].contains("reads: io_uring"), "{:?}", stderr_lines(&o));
+    let o = bench(&["--weights", "stream", "--budget", "40MiB"])
+        .output()
+        .unwrap();
+    assert!(
+        stderr_lines(&o)[0].contains("reads: io_uring"),
+        "{:?}",
+        stderr_lines(&o)
+    );
 }

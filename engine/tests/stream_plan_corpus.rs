@@ -16,32 +16,143 @@ fn corpus_dir() -> PathBuf {
 type Edit = fn(&mut Value);
 fn malformed() -> Vec<(&'static str, Edit, &'static str)> {
     vec![
-        ("bad-format.json", |v| v["format"] = "llama-plan".into(), "not a flashslim plan"),
-        ("bad-version.json", |v| v["version"] = 99.into(), "plan version 99 is not supported"),
-        ("bad-version-type.json", |v| v["version"] = "1".into(), "`version`: expected a non-negative integer"),
-        ("bad-model-size.json", |v| v["model"]["file_size"] = 1.into(), "made for another model file"),
-        ("bad-model-missing.json", |v| { v.as_object_mut().unwrap().remove("model"); }, "`model`: missing"),
-        ("bad-method.json", |v| v["method"] = "guess".into(), "`method`: unknown method"),
-        ("bad-budget.json", |v| v["budget_bytes"] = (-5).into(), "`budget_bytes`: expected a non-negative integer, found -5"),
-        ("bad-budget-small.json", |v| v["budget_bytes"] = 4096.into(), "exceed the budget"),
-        ("bad-resident-name.json", |v| v["resident"] = serde_json::json!(["blk.9.attn_q.weight"]), "`resident[0]`: no tensor named `blk.9.attn_q.weight`"),
-        ("bad-resident-norm.json", |v| v["resident"] = serde_json::json!(["blk.0.attn_norm.weight"]), "`resident[0]`: tensor #"),
-        ("bad-chunks-type.json", |v| v["chunks"] = 3.into(), "`chunks`: expected an array, found a number"),
-        ("bad-chunk-align.json", |v| v["chunks"][0]["aligned_offset"] = 100.into(), "`chunks[0].aligned_offset`: 100 is not a multiple of 4096"),
-        ("bad-chunk-size.json", |v| v["chunks"][0]["aligned_size"] = 0.into(), "`chunks[0].aligned_size`: 0 is not a positive multiple"),
-        ("bad-chunk-past-end.json", |v| v["chunks"][0]["aligned_offset"] = 1_073_741_824u64.into(), "runs past the end"),
-        ("bad-chunk-order.json", |v| { let c = v["chunks"].as_array_mut().unwrap(); c.swap(0, 1); }, "`chunks[0].tensors[0]`: expected"),
-        ("bad-chunk-missing.json", |v| { v["chunks"].as_array_mut().unwrap().pop(); }, "`chunks`: cover"),
-        ("bad-chunk-tensor-type.json", |v| v["chunks"][0]["tensors"][0] = serde_json::json!({}), "`chunks[0].tensors[0]`: expected a tensor name, found an object"),
-        ("bad-buffers-zero.json", |v| v["buffers"]["count"] = 0.into(), "`buffers.count`: 0 is outside"),
-        ("bad-buffers-huge.json", |v| v["buffers"]["count"] = 4_294_967_296u64.into(), "`buffers.count`: 4294967296 is too large"),
-        ("bad-buffers-bytes.json", |v| v["buffers"]["bytes"] = 1000.into(), "`buffers.bytes`: 1000 is not a positive multiple of 4096"),
-        ("bad-depth.json", |v| v["prefetch_depth"] = 100000.into(), "`prefetch_depth`: 100000 exceeds"),
-        ("bad-request.json", |v| v["io"]["request_bytes"] = 12.into(), "`io.request_bytes`: 12 is not a multiple"),
-        ("bad-queue-depth.json", |v| v["io"]["queue_depth"] = 0.into(), "`io.queue_depth`: 0 is outside"),
-        ("bad-predicted-phase.json", |v| v["predicted"]["warmup"] = v["predicted"]["decode"].clone(), "`predicted.warmup`: unknown phase"),
-        ("bad-predicted-nan.json", |v| v["predicted"]["decode"]["io_ms"] = (-1.5).into(), "`predicted.decode.io_ms`: expected a non-negative number"),
-        ("bad-cmt-phase.json", |v| v["cmt"] = serde_json::json!([{"phase": 3}]), "`cmt[0].phase`: expected a string"),
+        (
+            "bad-format.json",
+            |v| v["format"] = "llama-plan".into(),
+            "not a flashslim plan",
+        ),
+        (
+            "bad-version.json",
+            |v| v["version"] = 99.into(),
+            "plan version 99 is not supported",
+        ),
+        (
+            "bad-version-type.json",
+            |v| v["version"] = "1".into(),
+            "`version`: expected a non-negative integer",
+        ),
+        (
+            "bad-model-size.json",
+            |v| v["model"]["file_size"] = 1.into(),
+            "made for another model file",
+        ),
+        (
+            "bad-model-missing.json",
+            |v| {
+                v.as_object_mut().unwrap().remove("model");
+            },
+            "`model`: missing",
+        ),
+        (
+            "bad-method.json",
+            |v| v["method"] = "guess".into(),
+            "`method`: unknown method",
+        ),
+        (
+            "bad-budget.json",
+            |v| v["budget_bytes"] = (-5).into(),
+            "`budget_bytes`: expected a non-negative integer, found -5",
+        ),
+        (
+            "bad-budget-small.json",
+            |v| v["budget_bytes"] = 4096.into(),
+            "exceed the budget",
+        ),
+        (
+            "bad-resident-name.json",
+            |v| v["resident"] = serde_json::json!(["blk.9.attn_q.weight"]),
+            "`resident[0]`: no tensor named `blk.9.attn_q.weight`",
+        ),
+        (
+            "bad-resident-norm.json",
+            |v| v["resident"] = serde_json::json!(["blk.0.attn_norm.weight"]),
+            "`resident[0]`: tensor #",
+        ),
+        (
+            "bad-chunks-type.json",
+            |v| v["chunks"] = 3.into(),
+            "`chunks`: expected an array, found a number",
+        ),
+        (
+            "bad-chunk-align.json",
+            |v| v["chunks"][0]["aligned_offset"] = 100.into(),
+            "`chunks[0].aligned_offset`: 100 is not a multiple of 4096",
+        ),
+        (
+            "bad-chunk-size.json",
+            |v| v["chunks"][0]["aligned_size"] = 0.into(),
+            "`chunks[0].aligned_size`: 0 is not a positive multiple",
+        ),
+        (
+            "bad-chunk-past-end.json",
+            |v| v["chunks"][0]["aligned_offset"] = 1_073_741_824u64.into(),
+            "runs past the end",
+        ),
+        (
+            "bad-chunk-order.json",
+            |v| {
+                let c = v["chunks"].as_array_mut().unwrap();
+                c.swap(0, 1);
+            },
+            "`chunks[0].tensors[0]`: expected",
+        ),
+        (
+            "bad-chunk-missing.json",
+            |v| {
+                v["chunks"].as_array_mut().unwrap().pop();
+            },
+            "`chunks`: cover",
+        ),
+        (
+            "bad-chunk-tensor-type.json",
+            |v| v["chunks"][0]["tensors"][0] = serde_json::json!({}),
+            "`chunks[0].tensors[0]`: expected a tensor name, found an object",
+        ),
+        (
+            "bad-buffers-zero.json",
+            |v| v["buffers"]["count"] = 0.into(),
+            "`buffers.count`: 0 is outside",
+        ),
+        (
+            "bad-buffers-huge.json",
+            |v| v["buffers"]["count"] = 4_294_967_296u64.into(),
+            "`buffers.count`: 4294967296 is too large",
+        ),
+        (
+            "bad-buffers-bytes.json",
+            |v| v["buffers"]["bytes"] = 1000.into(),
+            "`buffers.bytes`: 1000 is not a positive multiple of 4096",
+        ),
+        (
+            "bad-depth.json",
+            |v| v["prefetch_depth"] = 100000.into(),
+            "`prefetch_depth`: 100000 exceeds",
+        ),
+        (
+            "bad-request.json",
+            |v| v["io"]["request_bytes"] = 12.into(),
+            "`io.request_bytes`: 12 is not a multiple",
+        ),
+        (
+            "bad-queue-depth.json",
+            |v| v["io"]["queue_depth"] = 0.into(),
+            "`io.queue_depth`: 0 is outside",
+        ),
+        (
+            "bad-predicted-phase.json",
+            |v| v["predicted"]["warmup"] = v["predicted"]["decode"].clone(),
+            "`predicted.warmup`: unknown phase",
+        ),
+        (
+            "bad-predicted-nan.json",
+            |v| v["predicted"]["decode"]["io_ms"] = (-1.5).into(),
+            "`predicted.decode.io_ms`: expected a non-negative number",
+        ),
+        (
+            "bad-cmt-phase.json",
+            |v| v["cmt"] = serde_json::json!([{"phase": 3}]),
+            "`cmt[0].phase`: expected a string",
+        ),
     ]
 }
 
@@ -60,7 +171,11 @@ fn write_corpus() {
         edit(&mut v);
         std::fs::write(dir.join(name), serde_json::to_string_pretty(&v).unwrap()).unwrap();
     }
-    std::fs::write(dir.join("bad-syntax.json"), b"{\"format\": \"flashslim-plan\", ").unwrap();
+    std::fs::write(
+        dir.join("bad-syntax.json"),
+        b"{\"format\": \"flashslim-plan\", ",
+    )
+    .unwrap();
     std::fs::write(dir.join("bad-empty.json"), b"").unwrap();
     std::fs::write(dir.join("bad-array.json"), b"[1,2,3]").unwrap();
 }
@@ -78,15 +193,22 @@ fn corpus_plans_are_accepted_or_refused_naming_the_field() {
     }
     for (name, _, needle) in malformed() {
         let bytes = std::fs::read(dir.join(name)).expect("corpus present");
-        let e = fuzz::check(&bytes).err().unwrap_or_else(|| panic!("{name} was accepted"));
-        assert!(e.to_string().contains(needle), "{name}: `{e}` lacks `{needle}`");
+        let e = fuzz::check(&bytes)
+            .err()
+            .unwrap_or_else(|| panic!("{name} was accepted"));
+        assert!(
+            e.to_string().contains(needle),
+            "{name}: `{e}` lacks `{needle}`"
+        );
     }
     for (name, needle) in [
         ("bad-syntax.json", "not valid JSON"),
         ("bad-empty.json", "not valid JSON"),
         ("bad-array.json", "expected an object"),
     ] {
-        let e = fuzz::check(&std::fs::read(dir.join(name)).unwrap()).err().unwrap();
+        let e = fuzz::check(&std::fs::read(dir.join(name)).unwrap())
+            .err()
+            .unwrap();
         assert!(e.to_string().contains(needle), "{name}: {e}");
     }
 }
@@ -179,5 +301,8 @@ fn random_mutations_never_panic() {
             Ok(Ok(_)) => {}
         }
     }
-    assert!(refused > 1000, "mutations should mostly be refused ({refused})");
+    assert!(
+        refused > 1000,
+        "mutations should mostly be refused ({refused})"
+    );
 }

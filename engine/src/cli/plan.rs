@@ -79,7 +79,10 @@ pub fn main(a: PlanArgs) -> Result<ExitCode> {
     if a.device_only {
         let (req, qd) = match (a.request, a.queue_depth) {
             (Some(r), Some(q)) => (vec![r], vec![q]),
-            (None, None) => (device::SWEEP_REQUESTS.to_vec(), device::SWEEP_DEPTHS.to_vec()),
+            (None, None) => (
+                device::SWEEP_REQUESTS.to_vec(),
+                device::SWEEP_DEPTHS.to_vec(),
+            ),
             _ => bail!("--request and --queue-depth go together"),
         };
         if req.iter().any(|r| *r == 0 || r % 4096 != 0) || qd.contains(&0) {
@@ -122,7 +125,9 @@ pub fn main(a: PlanArgs) -> Result<ExitCode> {
         &device::SWEEP_DEPTHS,
         a.sweep_mib << 20,
     )?;
-    let pick = device::choose(&sweep).context("empty device sweep")?.clone();
+    let pick = device::choose(&sweep)
+        .context("empty device sweep")?
+        .clone();
     eprintln!(
         "plan: device {:.0} MB/s at {} KiB x {} in flight (best {:.0} MB/s)",
         pick.bytes_per_s / 1e6,
@@ -168,7 +173,10 @@ pub fn main(a: PlanArgs) -> Result<ExitCode> {
         LogitsMode::Last,
         &mut NoObserver,
     )?;
-    for (i, &t) in xorshift_tokens(a.decode_tokens, n_vocab, 11).iter().enumerate() {
+    for (i, &t) in xorshift_tokens(a.decode_tokens, n_vocab, 11)
+        .iter()
+        .enumerate()
+    {
         forward(
             &model,
             &src,
@@ -229,7 +237,9 @@ pub fn main(a: PlanArgs) -> Result<ExitCode> {
     let fig = plan.check(&layout, Some(budget))?;
     let text = json::to_json(&plan, &gguf, &fig);
     match &a.output {
-        Some(o) => std::fs::write(o, &text).with_context(|| format!("cannot write {}", o.display()))?,
+        Some(o) => {
+            std::fs::write(o, &text).with_context(|| format!("cannot write {}", o.display()))?
+        }
         None => print!("{text}"),
     }
     eprintln!("plan: {}", plan.describe(&layout, &fig));

@@ -97,9 +97,15 @@ pub fn main(a: SynthArgs) -> Result<ExitCode> {
         .kv("llama.embedding_length", Value::U32(N_EMBD as u32))
         .kv("llama.block_count", Value::U32(a.layers as u32))
         .kv("llama.feed_forward_length", Value::U32(N_FF as u32))
-        .kv("llama.rope.dimension_count", Value::U32((N_EMBD / N_HEAD) as u32))
+        .kv(
+            "llama.rope.dimension_count",
+            Value::U32((N_EMBD / N_HEAD) as u32),
+        )
         .kv("llama.attention.head_count", Value::U32(N_HEAD as u32))
-        .kv("llama.attention.head_count_kv", Value::U32(N_HEAD_KV as u32))
+        .kv(
+            "llama.attention.head_count_kv",
+            Value::U32(N_HEAD_KV as u32),
+        )
         .kv("llama.rope.freq_base", Value::F32(10000.0))
         .kv("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5))
         .kv("llama.vocab_size", Value::U32(N_VOCAB as u32))
@@ -111,7 +117,10 @@ pub fn main(a: SynthArgs) -> Result<ExitCode> {
                 tokens.into_iter().map(Value::String).collect(),
             ),
         )
-        .kv("tokenizer.ggml.scores", Value::Array(ValueType::F32, scores))
+        .kv(
+            "tokenizer.ggml.scores",
+            Value::Array(ValueType::F32, scores),
+        )
         .kv(
             "tokenizer.ggml.token_type",
             Value::Array(ValueType::I32, types.into_iter().map(Value::I32).collect()),
@@ -123,12 +132,8 @@ pub fn main(a: SynthArgs) -> Result<ExitCode> {
         .kv("tokenizer.ggml.add_eos_token", Value::Bool(false));
     // (name, type, dims, std): norms are F32 ones (std 0 = write 1.0).
     let q = GgmlType::Q4_0;
-    let mut specs: Vec<(String, GgmlType, Vec<u64>, f32)> = vec![(
-        "token_embd.weight".into(),
-        q,
-        vec![N_EMBD, N_VOCAB],
-        1.0,
-    )];
+    let mut specs: Vec<(String, GgmlType, Vec<u64>, f32)> =
+        vec![("token_embd.weight".into(), q, vec![N_EMBD, N_VOCAB], 1.0)];
     let fan = |n: u64| 0.5 / (n as f32).sqrt();
     for l in 0..a.layers {
         let n = |s: &str| format!("blk.{l}.{s}.weight");
@@ -142,14 +147,24 @@ pub fn main(a: SynthArgs) -> Result<ExitCode> {
         specs.push((n("ffn_up"), q, vec![N_EMBD, N_FF], fan(N_EMBD)));
         specs.push((n("ffn_down"), q, vec![N_FF, N_EMBD], fan(N_FF)));
     }
-    specs.push(("output_norm.weight".into(), GgmlType::F32, vec![N_EMBD], 0.0));
-    specs.push(("output.weight".into(), q, vec![N_EMBD, N_VOCAB], fan(N_EMBD)));
+    specs.push((
+        "output_norm.weight".into(),
+        GgmlType::F32,
+        vec![N_EMBD],
+        0.0,
+    ));
+    specs.push((
+        "output.weight".into(),
+        q,
+        vec![N_EMBD, N_VOCAB],
+        fan(N_EMBD),
+    ));
     for (name, ty, dims, _) in &specs {
         g.tensor_deferred(name, *ty, dims);
     }
     let tmp = a.output.with_extension("gguf.partial");
-    let f = std::fs::File::create(&tmp)
-        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    let f =
+        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let mut w = BufWriter::with_capacity(8 << 20, f);
     let mut rng = Rng(a.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     g.write_with(&mut w, &mut |i, w| {

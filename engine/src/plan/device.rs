@@ -40,7 +40,10 @@ pub fn measure(
     let offset = |i: u64| lo + (start + i * request) % span / ALIGN * ALIGN;
     match measure_uring(file, request, qd, n, &offset) {
         Ok(bw) => Ok((bw, "io_uring")),
-        Err(_) => Ok((measure_pread(file, request, qd, n, &offset)?, "pread threads")),
+        Err(_) => Ok((
+            measure_pread(file, request, qd, n, &offset)?,
+            "pread threads",
+        )),
     }
 }
 

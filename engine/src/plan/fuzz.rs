@@ -7,8 +7,8 @@ use super::{json, Layout, Method, PlanError, PlanFigures, PlanModel};
 use crate::gguf::{GgmlType, Gguf, GgufWriter, Value};
 use crate::model::Model;
 use crate::weights::{
-    read_from_image, slice_of, MemOrigin, SourceKind, SourceStats, TensorId, Weight,
-    WeightError, WeightSource,
+    read_from_image, slice_of, MemOrigin, SourceKind, SourceStats, TensorId, Weight, WeightError,
+    WeightSource,
 };
 use std::sync::{Arc, OnceLock};
 
@@ -61,7 +61,10 @@ pub fn tiny_model_bytes() -> Vec<u8> {
         w.tensor(&n("ffn_gate"), t, &[e, ff], data(e * ff, 4));
         w.tensor(&n("ffn_up"), t, &[e, ff], data(e * ff, 5));
         w.tensor(&n("ffn_norm"), t, &[e], data(e, 6));
-        for (k, name) in ["attn_k", "attn_output", "attn_q", "attn_v"].iter().enumerate() {
+        for (k, name) in ["attn_k", "attn_output", "attn_q", "attn_v"]
+            .iter()
+            .enumerate()
+        {
             w.tensor(&n(name), t, &[e, e], data(e * e, 7 + k as u64));
         }
     }

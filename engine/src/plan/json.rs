@@ -193,7 +193,10 @@ impl<'a> Obj<'a> {
         let p = join(&self.path, key);
         match v {
             Value::Array(a) => Ok((a, p)),
-            other => Err(field(p, format!("expected an array, found {}", kind(other)))),
+            other => Err(field(
+                p,
+                format!("expected an array, found {}", kind(other)),
+            )),
         }
     }
     fn obj(&self, key: &str) -> Result<Obj<'a>, PlanError> {

@@ -292,13 +292,13 @@ impl Plan {
             if c.aligned_size == 0 || c.aligned_size % ALIGN != 0 {
                 return Err(field(
                     f("aligned_size"),
-                    format!(
-                        "{} is not a positive multiple of {ALIGN}",
-                        c.aligned_size
-                    ),
+                    format!("{} is not a positive multiple of {ALIGN}", c.aligned_size),
                 ));
             }
-            if c.aligned_offset.checked_add(c.aligned_size).is_none_or(|e| e > file_end) {
+            if c.aligned_offset
+                .checked_add(c.aligned_size)
+                .is_none_or(|e| e > file_end)
+            {
                 return Err(field(
                     f("aligned_size"),
                     format!(
@@ -477,7 +477,10 @@ const FINGERPRINT_SAMPLES: u64 = 16;
 /// sha256 over 16 aligned 4 KiB blocks spread evenly over the tensor data, plus the last block:
 /// cheap enough for every start, and any rewrite of the weights (requantization, another
 /// fine-tune with the same header) changes it.
-pub fn data_fingerprint(file: &ModelFile, data_offset: u64) -> Result<String, crate::weights::WeightError> {
+pub fn data_fingerprint(
+    file: &ModelFile,
+    data_offset: u64,
+) -> Result<String, crate::weights::WeightError> {
     let mut h = Sha256::new();
     let mut buf = crate::weights::stream::pool::AlignedBuf::new(ALIGN as usize)?;
     let start = data_offset / ALIGN * ALIGN;

@@ -132,11 +132,11 @@ pub fn simulate(
     let mut t = 0f64;
     let mut out = SimResult::default();
     let issue = |t: f64,
-                     cur: usize,
-                     next: &mut usize,
-                     free: &mut i64,
-                     dev_free: &mut f64,
-                     ready: &mut Vec<f64>| {
+                 cur: usize,
+                 next: &mut usize,
+                 free: &mut i64,
+                 dev_free: &mut f64,
+                 ready: &mut Vec<f64>| {
         while *next < total && *next <= cur + depth as usize {
             let s = slots[*next % n_c] as i64;
             if *free < s {
@@ -175,7 +175,14 @@ pub fn simulate(
         if let Some(pc) = prev {
             free += slots[pc] as i64;
         }
-        issue(t, (pass + 1) * n_c, &mut next, &mut free, &mut dev_free, &mut ready);
+        issue(
+            t,
+            (pass + 1) * n_c,
+            &mut next,
+            &mut free,
+            &mut dev_free,
+            &mut ready,
+        );
         t += comp.pass_gap_ns;
         comp_ns += comp.pass_gap_ns;
         out = SimResult {

@@ -132,11 +132,7 @@ impl Backend for Uring {
                 Ok(_) => return Ok(()),
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
                 Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => std::thread::yield_now(),
-                Err(e) => {
-                    return Err(WeightError::Storage(format!(
-                        "io_uring submit failed: {e}"
-                    )))
-                }
+                Err(e) => return Err(WeightError::Storage(format!("io_uring submit failed: {e}"))),
             }
         }
     }
@@ -292,7 +288,9 @@ fn pread_worker(fd: i32, jobs: &(Mutex<Jobs>, Condvar), shared: &Shared) {
             if n >= 0 {
                 break n as i32;
             }
-            let e = io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
+            let e = io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO);
             if e != libc::EINTR {
                 break -e;
             }

@@ -40,7 +40,10 @@ pub fn parse_list(s: &str) -> Result<Vec<Fault>, String> {
                 None => (r, 1),
             };
             let (r, at) = match r.split_once('@') {
-                Some((a, o)) => (a, Some(o.parse().map_err(|_| format!("bad offset in `{r}`"))?)),
+                Some((a, o)) => (
+                    a,
+                    Some(o.parse().map_err(|_| format!("bad offset in `{r}`"))?),
+                ),
                 None => (r, None),
             };
             let kind = match r.split_once('=') {
@@ -92,7 +95,11 @@ mod tests {
     fn rules_parse_and_count_down() {
         let mut f = parse_list("eio@8192*2, short@20000, delay=5").unwrap();
         assert_eq!(f.len(), 3);
-        assert_eq!(apply(&mut f, 0, 4096, 4096), 4096, "offset 8192 not covered");
+        assert_eq!(
+            apply(&mut f, 0, 4096, 4096),
+            4096,
+            "offset 8192 not covered"
+        );
         assert_eq!(apply(&mut f, 4096, 8192, 8192), -libc::EIO);
         assert_eq!(apply(&mut f, 4096, 8192, 8192), -libc::EIO);
         assert_eq!(apply(&mut f, 4096, 8192, 8192), 8192, "eio used up");

@@ -46,7 +46,11 @@ impl ModelFile {
         };
         let buffered = || File::open(path).map_err(|e| io("opening", e));
         let (file, direct, reason) = if force_buffered {
-            (buffered()?, false, Some("buffered reads requested".to_string()))
+            (
+                buffered()?,
+                false,
+                Some("buffered reads requested".to_string()),
+            )
         } else {
             match std::fs::OpenOptions::new()
                 .read(true)

@@ -17,8 +17,8 @@ use self::backend::{Backend, Pread, SubRead, Uring};
 use self::file::ModelFile;
 use self::pool::{ceil_align, floor_align, AlignedBuf, Pool, PoolBuf, ALIGN};
 use super::{
-    IoEvent, IoEventKind, MemOrigin, Phase, Release, SharedGguf, SourceKind, SourceStats,
-    TensorId, Weight, WeightError, WeightSource,
+    IoEvent, IoEventKind, MemOrigin, Phase, Release, SharedGguf, SourceKind, SourceStats, TensorId,
+    Weight, WeightError, WeightSource,
 };
 use crate::model::Model;
 use crate::plan::optimize::{make_plan, DeviceModel, PhaseCompute};
@@ -316,7 +316,15 @@ impl Core {
         }
     }
 
-    fn record(&mut self, kind: IoEventKind, chunk: u32, offset: u64, bytes: u64, slot: u32, t: u64) {
+    fn record(
+        &mut self,
+        kind: IoEventKind,
+        chunk: u32,
+        offset: u64,
+        bytes: u64,
+        slot: u32,
+        t: u64,
+    ) {
         if !self.recording {
             return;
         }
@@ -419,7 +427,9 @@ impl Core {
             let Some(id) = self.queued.pop_front() else {
                 break;
             };
-            let r = self.reqs[id as usize].as_ref().expect("queued ids are live");
+            let r = self.reqs[id as usize]
+                .as_ref()
+                .expect("queued ids are live");
             let (chunk, offset, len, slot, dst) = (r.chunk, r.offset, r.len, r.slot, r.dst);
             batch.push(SubRead {
                 id,
@@ -472,7 +482,9 @@ impl Core {
         self.busy_change(t);
         let file_len = self.file.len;
         let direct = self.file.direct;
-        let r = self.reqs[id as usize].as_mut().expect("completed ids are live");
+        let r = self.reqs[id as usize]
+            .as_mut()
+            .expect("completed ids are live");
         let res = fault::apply(&mut self.faults, r.offset, r.len as u64, res);
         let want = (r.len as u64).min(file_len.saturating_sub(r.offset));
         let mut failure = None;
@@ -698,7 +710,14 @@ impl StreamSource {
         let mut c = self.shared.lock();
         c.read_bytes += got;
         c.record(IoEventKind::Submit, READ_AT_CHUNK, start, len, NO_SLOT, t0);
-        c.record(IoEventKind::Complete, READ_AT_CHUNK, start, got, NO_SLOT, t1);
+        c.record(
+            IoEventKind::Complete,
+            READ_AT_CHUNK,
+            start,
+            got,
+            NO_SLOT,
+            t1,
+        );
         Ok(())
     }
 
@@ -760,7 +779,14 @@ impl StreamSource {
             let mut c = self.shared.lock();
             c.read_bytes += got;
             c.record(IoEventKind::Submit, chunk, r.start, len as u64, NO_SLOT, t0);
-            c.record(IoEventKind::Complete, chunk, r.start, got, NO_SLOT, monotonic_ns());
+            c.record(
+                IoEventKind::Complete,
+                chunk,
+                r.start,
+                got,
+                NO_SLOT,
+                monotonic_ns(),
+            );
             drop(c);
             base_of.push((r.clone(), at));
             at += len;
@@ -778,14 +804,19 @@ impl StreamSource {
         Ok(())
     }
 
-    fn start_backend(&mut self, pool: &Arc<Pool>, queue_depth: u32) -> Result<Box<dyn Backend>, WeightError> {
+    fn start_backend(
+        &mut self,
+        pool: &Arc<Pool>,
+        queue_depth: u32,
+    ) -> Result<Box<dyn Backend>, WeightError> {
         let fd = self.file.raw_fd();
         let pread = || -> Box<dyn Backend> { Box::new(Pread::new(fd, queue_depth as usize)) };
         Ok(match self.opts.backend {
             BackendChoice::Pread => pread(),
-            BackendChoice::Uring => Box::new(Uring::new(fd, pool.arena()).map_err(|e| {
-                WeightError::Storage(format!("io_uring is unavailable: {e}"))
-            })?),
+            BackendChoice::Uring => Box::new(
+                Uring::new(fd, pool.arena())
+                    .map_err(|e| WeightError::Storage(format!("io_uring is unavailable: {e}")))?,
+            ),
             BackendChoice::Auto => match Uring::new(fd, pool.arena()) {
                 Ok(u) => Box::new(u),
                 Err(e) => {
@@ -1230,7 +1261,10 @@ impl WeightSource for StreamSource {
                 o.fetched += 1;
                 let buf = o.buf.as_ref().expect("live occurrences hold their buffers");
                 let (base, slot, cap) = (buf.as_ptr(), buf.first_slot(), buf.len());
-                assert!(off + acc.len <= cap, "tensor inside its chunk (checked by the plan)");
+                assert!(
+                    off + acc.len <= cap,
+                    "tensor inside its chunk (checked by the plan)"
+                );
                 // SAFETY: the bytes lie in a lease held by occurrence `seq`, whose reads have all
                 // completed (pending == 0) so nothing writes them any more; the occurrence keeps
                 // the lease until refs drops to 0, which happens only when this guard's release
@@ -1255,7 +1289,10 @@ impl WeightSource for StreamSource {
             .tensors
             .get(id)
             .ok_or(WeightError::UnknownTensor(id))?;
-        if offset.checked_add(out.len() as u64).is_none_or(|e| e > t.size) {
+        if offset
+            .checked_add(out.len() as u64)
+            .is_none_or(|e| e > t.size)
+        {
             return Err(WeightError::Corrupt(format!(
                 "read of {} bytes at {offset} is outside tensor `{}` ({} bytes)",
                 out.len(),

@@ -93,7 +93,9 @@ impl Pool {
             )));
         }
         let total = (count as usize).checked_mul(slot_bytes).ok_or_else(|| {
-            WeightError::Budget(format!("buffer pool of {count} x {slot_bytes} bytes overflows"))
+            WeightError::Budget(format!(
+                "buffer pool of {count} x {slot_bytes} bytes overflows"
+            ))
         })?;
         Ok(Arc::new(Pool {
             arena: AlignedBuf::new(total)?,
