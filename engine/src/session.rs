@@ -5,7 +5,9 @@ use crate::gguf::{Gguf, GgufError};
 use crate::kernels::Kernels;
 use crate::model::{Model, ModelError};
 use crate::probes::monotonic_ns;
-use crate::weights::{MmapSource, RamSource, SourceKind, WeightError, WeightSource};
+use crate::weights::{
+    MmapSource, RamSource, SourceKind, StreamOptions, StreamSource, WeightError, WeightSource,
+};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -100,9 +102,13 @@ impl Session {
             SourceKind::Ram => Box::new(RamSource::open(path, gguf.clone())?),
             SourceKind::Mmap => Box::new(MmapSource::open(path, gguf.clone())?),
             SourceKind::Stream => {
-                return Err(SessionError::Options(
-                    "--weights stream is not available in this build yet".into(),
-                ))
+                if options.budget.is_none() && options.plan.is_none() {
+                    return Err(SessionError::Options(
+                        "--weights stream needs --budget SIZE (or --plan FILE)".into(),
+                    ));
+                }
+                let opts = StreamOptions::from_env(options.budget, options.plan.as_deref())?;
+                Box::new(StreamSource::open(path, gguf.clone(), opts)?)
             }
         };
         if options.weights != SourceKind::Stream
@@ -114,6 +120,10 @@ impl Session {
         }
         let model = Model::load(gguf.clone(), source.as_ref())?;
         source.attach_model(&model)?;
+        if let Some(s) = source.describe() {
+            // What the streaming source chose (and whether it planned on the fly), on stderr.
+            eprintln!("stream: {s}");
+        }
         let threads = if options.threads == 0 {
             available_threads()
         } else {

@@ -4,7 +4,9 @@ mod bench;
 mod inspect;
 mod perplexity;
 mod profile;
+mod plan;
 mod run;
+mod synth;
 mod tokenize;
 
 use anyhow::{Context, Result};
@@ -45,6 +47,10 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Profile a run: bpftrace scripts + run directory (config: /etc/flashslim/profile.conf).
     Profile(profile::ProfileArgs),
+    /// Measure the device, profile compute and write a streaming plan for --weights stream.
+    Plan(plan::PlanArgs),
+    /// Write a SYNTHETIC TinyLlama-1.1B-shaped Q4_0 GGUF with random weights (benchmarks).
+    Synth(synth::SynthArgs),
 }
 
 /// `-m MODEL`.
@@ -155,6 +161,8 @@ pub fn main() -> ExitCode {
         Command::Bench(a) => bench::main(a),
         Command::Inspect(a) => inspect::main(a),
         Command::Profile(a) => profile::main(a),
+        Command::Plan(a) => plan::main(a),
+        Command::Synth(a) => synth::main(a),
     };
     match r {
         Ok(code) => code,
