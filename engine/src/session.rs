@@ -4,7 +4,7 @@
 use crate::gguf::{Gguf, GgufError};
 use crate::kernels::Kernels;
 use crate::model::{Model, ModelError};
-use crate::probes::monotonic_ns;
+use crate::probes::{monotonic_ns, Stage};
 use crate::weights::{
     MmapSource, RamSource, SourceKind, StreamOptions, StreamSource, WeightError, WeightSource,
 };
@@ -22,6 +22,9 @@ pub struct SessionOptions {
     pub budget: Option<u64>,
     /// A plan file for `stream` (from `flashslim plan`).
     pub plan: Option<PathBuf>,
+    /// Keep per-chunk I/O events from the very first read (prefetch starts while the source
+    /// attaches), for `io.jsonl`.
+    pub record_io: bool,
 }
 
 impl Default for SessionOptions {
@@ -31,6 +34,7 @@ impl Default for SessionOptions {
             threads: 0,
             budget: None,
             plan: None,
+            record_io: false,
         }
     }
 }
@@ -93,6 +97,17 @@ pub fn available_threads() -> usize {
 
 impl Session {
     pub fn open(path: &Path, options: SessionOptions) -> Result<Session, SessionError> {
+        Self::open_staged(path, options, &mut |_, _| {})
+    }
+
+    /// [`Session::open`], calling `stage(Stage::Plan, true/false)` around the weight source's
+    /// planning (a streaming source plans and starts prefetching in `attach_model`), so a
+    /// profiler can record it as its own stage.
+    pub fn open_staged(
+        path: &Path,
+        options: SessionOptions,
+        stage: &mut dyn FnMut(Stage, bool),
+    ) -> Result<Session, SessionError> {
         let t0 = monotonic_ns();
         if !path.exists() {
             return Err(SessionError::NotFound(path.to_path_buf()));
@@ -119,7 +134,18 @@ impl Session {
             ));
         }
         let model = Model::load(gguf.clone(), source.as_ref())?;
-        source.attach_model(&model)?;
+        if options.record_io {
+            source.record_io(true);
+        }
+        let plans = source.kind() == SourceKind::Stream;
+        if plans {
+            stage(Stage::Plan, true);
+        }
+        let attached = source.attach_model(&model);
+        if plans {
+            stage(Stage::Plan, false);
+        }
+        attached?;
         if let Some(s) = source.describe() {
             // What the streaming source chose (and whether it planned on the fly), on stderr.
             eprintln!("stream: {s}");

@@ -3,8 +3,8 @@
 mod bench;
 mod inspect;
 mod perplexity;
-mod profile;
 mod plan;
+mod profile;
 mod run;
 mod synth;
 mod tokenize;
@@ -99,6 +99,7 @@ impl WeightOpts {
             threads,
             budget: self.budget,
             plan: self.plan.clone(),
+            record_io: false,
         }
     }
 }
@@ -121,8 +122,21 @@ impl ModelOpts {
     }
 
     pub fn open(&self) -> Result<Session> {
+        self.open_staged(false, &mut |_, _| {})
+    }
+
+    /// Open, reporting the planning stage to `stage` (see `Session::open_staged`).
+    pub fn open_staged(
+        &self,
+        record_io: bool,
+        stage: &mut dyn FnMut(flashslim::probes::Stage, bool),
+    ) -> Result<Session> {
         let path = self.model_path()?;
-        Session::open(&path, self.weights.session_options(self.threads))
+        let opts = SessionOptions {
+            record_io,
+            ..self.weights.session_options(self.threads)
+        };
+        Session::open_staged(&path, opts, stage)
             .with_context(|| format!("cannot load {}", path.display()))
     }
 }
