@@ -69,6 +69,10 @@ ACCEL_USED=""    # kvm | tcg
 SSH_OPTS=()      # options for ssh/rsync/slim-pull-logs (no -p: the port is in the target)
 TIMINGS=()
 
+# The trap may fire inside a command whose stderr is redirected (`vm_ssh ... 2>/dev/null`):
+# keep the real stdout/stderr to restore there.
+exec {OUT_FD}>&1 {ERR_FD}>&2
+
 # --- cleanup: runs on every exit ----------------------------------------------------------------
 qemu_pid() { [[ -s "$PIDFILE" ]] && cat "$PIDFILE"; }
 qemu_alive() {
@@ -102,6 +106,7 @@ on_exit() {
     local rc=$?
     trap - EXIT
     trap '' INT TERM HUP    # a second Ctrl-C must not cut the cleanup short
+    exec 1>&"$OUT_FD" 2>&"$ERR_FD"
     set +e
     [[ -n "$keep" ]] && qemu_alive && keep_wait
     stop_vm
@@ -115,7 +120,7 @@ on_exit() {
     exit "$rc"
 }
 trap on_exit EXIT
-trap 'log "e2e: interrupted"; exit 130' INT TERM HUP
+trap 'exec 2>&"$ERR_FD"; log "e2e: interrupted"; exit 130' INT TERM HUP
 
 print_timings() {
     [[ ${#TIMINGS[@]} -gt 0 ]] || return 0

@@ -48,7 +48,8 @@ cleanup_on_signal() {
     wait "$child" 2>/dev/null && { log "vm-e2e: FAILED: e2e.sh exited 0 after SIGTERM"; return 1; }
     child=""
     if [[ -z "$tag" ]]; then log "vm-e2e: FAILED: no tag in the e2e.sh log"; return 1; fi
-    if pgrep -f -- "-name $tag" >/dev/null || kill -0 "$pid" 2>/dev/null; then
+    # A qemu killed but not yet reaped (its parent is PID 1) is a zombie: it has no cmdline.
+    if pgrep -f -- "-name $tag" >/dev/null || grep -qa -- "$tag" "/proc/$pid/cmdline" 2>/dev/null; then
         log "vm-e2e: FAILED: qemu ($tag, pid $pid) still running after e2e.sh got SIGTERM"
         return 1
     fi
