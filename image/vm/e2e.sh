@@ -351,11 +351,13 @@ step_assert() {
 }
 
 # --- main ---------------------------------------------------------------------------------------
-need_apt qemu-utils openssh-client python3
 case "$arch" in
     x86_64) need_apt qemu-system-x86 ;;
     aarch64) need_apt qemu-system-arm ;;
 esac
+# After qemu-system: Debian's qemu-system-common conflicts with a backported qemu-utils, which
+# apt then removes; this puts the matching qemu-img back.
+need_apt qemu-utils openssh-client python3
 log "e2e: arch $arch, out $out, tag $TAG"
 rm -rf "$VM_DIR" "$PULLED" "$REPORT" "$out/timings.txt"
 mkdir -p "$VM_DIR"
