@@ -17,7 +17,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 SUITE=bookworm
 DISK_SIZE=4G
 
-usage() { sed -n '5p' "$0" | sed 's/^# //' >&2; exit 2; }
+usage() { sed -n '6p' "$0" | sed 's/^# //' >&2; exit 2; }
 arch="x86_64"; rebuild=""
 while [[ $# -gt 0 ]]; do
     case "$1" in

@@ -8,8 +8,9 @@
 #   --out DIR           results: DIR/vm/ (serial.log, ssh_config, guest-check.txt), DIR/pulled/,
 #                       DIR/report.html, DIR/timings.txt   (default: runs/vm-e2e/<arch>-<time>)
 #   --arch ARCH         guest architecture (default: x86_64)
-#   --accel A           x86_64 only: kvm, tcg, or auto = kvm, then tcg if the guest kernel prints
-#                       nothing under kvm within 30 s (default: auto; aarch64 is always tcg)
+#   --accel A           x86_64 only: kvm, tcg, or auto = kvm on kvm_intel/kvm_amd, tcg on kvm_pvm,
+#                       else kvm with a fall-back to tcg if the guest kernel prints nothing in 30 s
+#                       (default: auto; aarch64 is always tcg)
 #   --boot-only         stop after the guest checks (base image, boot, ssh, BTF/tracefs/bpftrace)
 #   --keep              leave the VM running at the end (or on failure) until Ctrl-C, for ssh
 #   --rebuild           rebuild the cached base image
@@ -23,7 +24,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 . "$HERE/../../scripts/lib.sh"
 
-usage() { sed -n '6,20p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '6,18p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 arch="x86_64"; out=""; accel="auto"; boot_only=""; keep=""; rebuild=""
 session_timeout=900; boot_timeout=""
 while [[ $# -gt 0 ]]; do
