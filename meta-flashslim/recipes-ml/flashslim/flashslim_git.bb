@@ -7,13 +7,11 @@ HOMEPAGE = "https://github.com/flashslim/flashslim"
 BUGTRACKER = "https://github.com/flashslim/flashslim/issues"
 SECTION = "devel"
 CVE_PRODUCT = "flashslim"
-# Cargo.toml says "MIT OR Apache-2.0". The tree has no license file of its own yet, so the
-# checksums point at oe-core's copies of the two texts.
+# Cargo.toml says "MIT OR Apache-2.0"; both texts are at the repository root.
 LICENSE = "MIT | Apache-2.0"
-# nooelint: oelint.var.licenseremotefile
 LIC_FILES_CHKSUM = "\
-    file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302 \
-    file://${COMMON_LICENSE_DIR}/Apache-2.0;md5=89aea4e17d99a7cacdbeed46a0096b10 \
+    file://LICENSE-MIT;md5=a3d5b46f35ef07c0a527195b5daad901 \
+    file://LICENSE-APACHE;md5=3b83ef96387f14655fc854ddc3c6bd57 \
 "
 
 # Cargo.toml's workspace version; bitbake appends the commit to the package version.
