@@ -1,4 +1,6 @@
 // Developer check: greedy-decode from token ids given on the command line (no tokenizer needed).
+// Usage: greedy_ids MODEL N_GEN TOKEN_IDS...   (threads: GREEDY_THREADS, default 2; kernel path:
+// FLASHSLIM_ISA). Prints top-3 logits per step and the elapsed time on stderr, the ids on stdout.
 use flashslim::gguf::Gguf;
 use flashslim::kernels::Kernels;
 use flashslim::model::{forward, KvCache, LogitsMode, Model, NoObserver, RunState};
@@ -13,7 +15,9 @@ fn main() {
     let g = Arc::new(Gguf::open(path).unwrap());
     let src = RamSource::open(path, g.clone()).unwrap();
     let model = Model::load(g, &src).unwrap();
-    let kern = Kernels::new(2);
+    let threads = std::env::var("GREEDY_THREADS").map_or(2, |t| t.parse().expect("GREEDY_THREADS"));
+    let kern = Kernels::new(threads);
+    eprintln!("kernels: {} × {} threads", kern.isa(), kern.threads());
     let mut st = RunState::new(&model, 64, false);
     let mut kv = KvCache::new(&model, 256);
     let t0 = std::time::Instant::now();
@@ -30,9 +34,8 @@ fn main() {
     )
     .unwrap()
     .to_vec();
-    let mut pos = ids.len();
     let mut out = vec![];
-    for _ in 0..n_gen {
+    for pos in ids.len()..ids.len() + n_gen {
         let (best, _) =
             logits
                 .iter()
@@ -55,7 +58,6 @@ fn main() {
         )
         .unwrap()
         .to_vec();
-        pos += 1;
     }
     eprintln!("{:?}", t0.elapsed());
     println!("{:?}", out);

@@ -1,0 +1,577 @@
+// x86-64 AVX2 + FMA + F16C kernels: one dot kernel per weight type, generic over how many tokens
+// share each unpacked weight block (1 for decode, 4 for prefill tiles), the rows driver, and the
+// f16 attention helpers. Same names and results as `scalar.rs` up to f32 summation order.
+
+use super::act::{ActRow, Acts};
+use super::blocks::*;
+use super::float_ty;
+use crate::gguf::GgmlType;
+use std::arch::x86_64::*;
+
+/// Tokens per prefill tile.
+const TILE: usize = 4;
+
+/// AVX2 rows kernel (see [`super::RowsFn`]).
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C; `out[t*stride + i]` writable for `t < a.n`, `i < nrows`.
+pub unsafe fn rows(ty: GgmlType, w: &[u8], nrows: usize, a: &Acts, out: *mut f32, stride: usize) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        match ty {
+            GgmlType::Q4_0 => {
+                rows_t::<BlockQ4_0>(w, nrows, a, out, stride, dot_q4_0::<1>, dot_q4_0::<TILE>)
+            }
+            GgmlType::Q4_1 => {
+                rows_t::<BlockQ4_1>(w, nrows, a, out, stride, dot_q4_1::<1>, dot_q4_1::<TILE>)
+            }
+            GgmlType::Q5_0 => {
+                rows_t::<BlockQ5_0>(w, nrows, a, out, stride, dot_q5_0::<1>, dot_q5_0::<TILE>)
+            }
+            GgmlType::Q5_1 => {
+                rows_t::<BlockQ5_1>(w, nrows, a, out, stride, dot_q5_1::<1>, dot_q5_1::<TILE>)
+            }
+            GgmlType::Q8_0 => {
+                rows_t::<BlockQ8_0>(w, nrows, a, out, stride, dot_q8_0::<1>, dot_q8_0::<TILE>)
+            }
+            GgmlType::Q4_K => {
+                rows_t::<BlockQ4K>(w, nrows, a, out, stride, dot_q4_k::<1>, dot_q4_k::<TILE>)
+            }
+            GgmlType::Q5_K => {
+                rows_t::<BlockQ5K>(w, nrows, a, out, stride, dot_q5_k::<1>, dot_q5_k::<TILE>)
+            }
+            GgmlType::Q6_K => {
+                rows_t::<BlockQ6K>(w, nrows, a, out, stride, dot_q6_k::<1>, dot_q6_k::<TILE>)
+            }
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
+                rows_float(float_ty(ty), w, nrows, a, out, stride)
+            }
+            other => super::scalar::rows(other, w, nrows, a, out, stride),
+        }
+    }
+}
+
+type DotFn<B, const T: usize> = unsafe fn(&[B], &[ActRow; T]) -> [f32; T];
+
+/// Rows outer; tokens in tiles of [`TILE`] sharing each unpacked block, then one at a time.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows_t<B: Block>(
+    w: &[u8],
+    nrows: usize,
+    a: &Acts,
+    out: *mut f32,
+    stride: usize,
+    dot1: DotFn<B, 1>,
+    dott: DotFn<B, TILE>,
+) {
+    let rb = w.len() / nrows.max(1);
+    for r in 0..nrows {
+        let row = B::slice(&w[r * rb..(r + 1) * rb]);
+        let mut t = 0;
+        while t + TILE <= a.n {
+            let xs: [ActRow; TILE] = std::array::from_fn(|i| a.row(t + i));
+            // SAFETY: features enabled on this function; bounds per the caller's contract.
+            let v = unsafe { dott(row, &xs) };
+            for (i, v) in v.into_iter().enumerate() {
+                // SAFETY: `t + i < a.n`, `r < nrows`.
+                unsafe { *out.add((t + i) * stride + r) = v };
+            }
+            t += TILE;
+        }
+        while t < a.n {
+            // SAFETY: as above.
+            unsafe { *out.add(t * stride + r) = dot1(row, &[a.row(t)])[0] };
+            t += 1;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers. Plain `#[inline(always)]` functions: they are only called from `avx2,fma,f16c`
+// functions, into which they inline.
+
+#[inline(always)]
+unsafe fn f16s(b: [u8; 2]) -> f32 {
+    // SAFETY: F16C available in every caller.
+    unsafe {
+        _mm_cvtss_f32(_mm_cvtph_ps(
+            _mm_cvtsi32_si128(u16::from_le_bytes(b) as i32),
+        ))
+    }
+}
+
+/// 16 bytes of nibbles → 32 bytes: low nibbles (elements 0..16) then high nibbles (16..32).
+#[inline(always)]
+unsafe fn nibbles(p: *const u8) -> __m256i {
+    // SAFETY: `p` points at 16 readable bytes (a block's `qs`).
+    unsafe {
+        let x = _mm_loadu_si128(p.cast());
+        let both = _mm256_set_m128i(_mm_srli_epi16(x, 4), x);
+        _mm256_and_si256(both, _mm256_set1_epi8(15))
+    }
+}
+
+/// 32 bits → 32 bytes, 0xFF where the bit is set.
+#[inline(always)]
+unsafe fn bits_to_bytes(bits: u32) -> __m256i {
+    // SAFETY: plain register ops.
+    unsafe {
+        let v = _mm256_set1_epi32(bits as i32);
+        // Byte j picks byte j/8 of `bits`.
+        let sh = _mm256_setr_epi8(
+            0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3,
+            3, 3, 3,
+        );
+        let bytes = _mm256_shuffle_epi8(v, sh);
+        // Keep bit j%8 of each byte.
+        let sel = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+        _mm256_cmpeq_epi8(_mm256_and_si256(bytes, sel), sel)
+    }
+}
+
+/// Unsigned × signed bytes, summed in groups of 4 into 8 i32 lanes (no overflow for |u| < 128).
+#[inline(always)]
+unsafe fn dot_us(u: __m256i, s: __m256i) -> __m256i {
+    // SAFETY: register ops.
+    unsafe { _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)) }
+}
+
+#[inline(always)]
+unsafe fn load32(p: *const i8) -> __m256i {
+    // SAFETY: caller passes 32 readable bytes.
+    unsafe { _mm256_loadu_si256(p.cast()) }
+}
+
+#[inline(always)]
+unsafe fn hsum(v: __m256) -> f32 {
+    // SAFETY: register ops.
+    unsafe {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        _mm_cvtss_f32(s)
+    }
+}
+
+#[inline(always)]
+unsafe fn hsum_i32(v: __m256i) -> i32 {
+    // SAFETY: register ops.
+    unsafe {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+        _mm_cvtsi128_si32(s)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 32-element formats.
+
+/// Shared loop of the Q8_0-partnered formats: `signed(block)` gives the 32 signed codes.
+#[inline(always)]
+unsafe fn dot_q8_0_family<B, const T: usize>(
+    bs: &[B],
+    xs: &[ActRow; T],
+    d: impl Fn(&B) -> [u8; 2],
+    signed: impl Fn(&B) -> __m256i,
+) -> [f32; T] {
+    // SAFETY: AVX2/FMA/F16C in every caller; activation rows hold 32 codes per block.
+    unsafe {
+        let mut acc = [_mm256_setzero_ps(); T];
+        for (i, b) in bs.iter().enumerate() {
+            let w = signed(b);
+            let aw = _mm256_sign_epi8(w, w);
+            let dw = f16s(d(b));
+            for t in 0..T {
+                let x = load32(xs[t].qs.as_ptr().add(i * QK));
+                let p = dot_us(aw, _mm256_sign_epi8(x, w));
+                let s = _mm256_set1_ps(dw * *xs[t].d.get_unchecked(i));
+                acc[t] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(p), acc[t]);
+            }
+        }
+        acc.map(|v| hsum(v))
+    }
+}
+
+/// Shared loop of the Q8_1-partnered formats: `unsigned(block)` gives codes 0..32.
+#[inline(always)]
+unsafe fn dot_q8_1_family<B, const T: usize>(
+    bs: &[B],
+    xs: &[ActRow; T],
+    dm: impl Fn(&B) -> ([u8; 2], [u8; 2]),
+    unsigned: impl Fn(&B) -> __m256i,
+) -> [f32; T] {
+    // SAFETY: as in `dot_q8_0_family`.
+    unsafe {
+        let mut acc = [_mm256_setzero_ps(); T];
+        let mut mins = [0.0f32; T];
+        for (i, b) in bs.iter().enumerate() {
+            let w = unsigned(b);
+            let (d, m) = dm(b);
+            let (dw, mw) = (f16s(d), f16s(m));
+            for t in 0..T {
+                let x = load32(xs[t].qs.as_ptr().add(i * QK));
+                let p = dot_us(w, x);
+                let s = _mm256_set1_ps(dw * *xs[t].d.get_unchecked(i));
+                acc[t] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(p), acc[t]);
+                mins[t] += mw * *xs[t].s.get_unchecked(i);
+            }
+        }
+        let mut r = [0.0; T];
+        for t in 0..T {
+            r[t] = hsum(acc[t]) + mins[t];
+        }
+        r
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q4_0<const T: usize>(bs: &[BlockQ4_0], xs: &[ActRow; T]) -> [f32; T] {
+    // SAFETY: features enabled here; `qs` is 16 bytes.
+    unsafe {
+        dot_q8_0_family(
+            bs,
+            xs,
+            |b| b.d,
+            |b| _mm256_sub_epi8(nibbles(b.qs.as_ptr()), _mm256_set1_epi8(8)),
+        )
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q5_0<const T: usize>(bs: &[BlockQ5_0], xs: &[ActRow; T]) -> [f32; T] {
+    // SAFETY: as above. A clear fifth bit turns the nibble into nibble − 16 (0xF0 | nibble).
+    unsafe {
+        dot_q8_0_family(
+            bs,
+            xs,
+            |b| b.d,
+            |b| {
+                let h = bits_to_bytes(u32::from_le_bytes(b.qh));
+                _mm256_or_si256(
+                    nibbles(b.qs.as_ptr()),
+                    _mm256_andnot_si256(h, _mm256_set1_epi8(0xF0u8 as i8)),
+                )
+            },
+        )
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q8_0<const T: usize>(bs: &[BlockQ8_0], xs: &[ActRow; T]) -> [f32; T] {
+    // SAFETY: as above; `qs` is 32 bytes.
+    unsafe { dot_q8_0_family(bs, xs, |b| b.d, |b| load32(b.qs.as_ptr())) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q4_1<const T: usize>(bs: &[BlockQ4_1], xs: &[ActRow; T]) -> [f32; T] {
+    // SAFETY: as above.
+    unsafe { dot_q8_1_family(bs, xs, |b| (b.d, b.m), |b| nibbles(b.qs.as_ptr())) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q5_1<const T: usize>(bs: &[BlockQ5_1], xs: &[ActRow; T]) -> [f32; T] {
+    // SAFETY: as above.
+    unsafe {
+        dot_q8_1_family(
+            bs,
+            xs,
+            |b| (b.d, b.m),
+            |b| {
+                let h = bits_to_bytes(u32::from_le_bytes(b.qh));
+                _mm256_or_si256(
+                    nibbles(b.qs.as_ptr()),
+                    _mm256_and_si256(h, _mm256_set1_epi8(16)),
+                )
+            },
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// K-quants (against Q8_K).
+
+/// The 8 scales and 8 mins of a Q4_K/Q5_K super-block.
+#[inline(always)]
+fn k_scales(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
+    let mut sc = [0u8; 8];
+    let mut mn = [0u8; 8];
+    for j in 0..8 {
+        (sc[j], mn[j]) = k_scale_min(j, s);
+    }
+    (sc, mn)
+}
+
+/// Σ_j m_j · (bsum_{2j} + bsum_{2j+1}) for one super-block.
+#[inline(always)]
+unsafe fn k_mins_dot(mins: [u8; 8], bsums: *const i16) -> i32 {
+    // SAFETY: `bsums` points at 16 i16.
+    unsafe {
+        let b = _mm256_loadu_si256(bsums.cast());
+        let m = _mm_loadu_si64(mins.as_ptr());
+        // Each min twice, as i16, next to the two sums of its sub-block.
+        let m2 = _mm_unpacklo_epi8(m, m);
+        let m16 = _mm256_cvtepu8_epi16(m2);
+        hsum_i32(_mm256_madd_epi16(b, m16))
+    }
+}
+
+/// Q4_K/Q5_K: `hi(c)` gives the fifth bits (0 or 16 per byte) of the two sub-blocks of chunk `c`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn dot_k_minned<const T: usize>(
+    qs: &[u8; 128],
+    d: [u8; 2],
+    dmin: [u8; 2],
+    scales: &[u8; 12],
+    i: usize,
+    xs: &[ActRow; T],
+    acc: &mut [__m256; T],
+    mins_acc: &mut [f32; T],
+    hi: impl Fn(usize) -> (__m256i, __m256i),
+) {
+    // SAFETY: AVX2 in every caller; activations hold 256 codes and 16 sums per super-block.
+    unsafe {
+        let (sc, mn) = k_scales(scales);
+        let (dw, mw) = (f16s(d), f16s(dmin));
+        let mut sumi = [_mm256_setzero_si256(); T];
+        let m4 = _mm256_set1_epi8(15);
+        for c in 0..4 {
+            let bits = _mm256_loadu_si256(qs.as_ptr().add(32 * c).cast());
+            let (h0, h1) = hi(c);
+            let lo = _mm256_or_si256(_mm256_and_si256(bits, m4), h0);
+            let hq = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 4), m4), h1);
+            let s0 = _mm256_set1_epi16(sc[2 * c] as i16);
+            let s1 = _mm256_set1_epi16(sc[2 * c + 1] as i16);
+            for t in 0..T {
+                let x = xs[t].qs.as_ptr().add(i * QK_K + 64 * c);
+                let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load32(x)), s0);
+                let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hq, load32(x.add(32))), s1);
+                sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(p0, p1));
+            }
+        }
+        for t in 0..T {
+            let dx = *xs[t].d.get_unchecked(i);
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * dw), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+            let m = k_mins_dot(mn, xs[t].bsums.as_ptr().add(16 * i));
+            mins_acc[t] += dx * mw * m as f32;
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q4_k<const T: usize>(bs: &[BlockQ4K], xs: &[ActRow; T]) -> [f32; T] {
+    // SAFETY: features enabled here.
+    unsafe {
+        let mut acc = [_mm256_setzero_ps(); T];
+        let mut mins = [0.0f32; T];
+        let z = _mm256_setzero_si256();
+        for (i, b) in bs.iter().enumerate() {
+            dot_k_minned(
+                &b.qs,
+                b.d,
+                b.dmin,
+                &b.scales,
+                i,
+                xs,
+                &mut acc,
+                &mut mins,
+                |_| (z, z),
+            );
+        }
+        std::array::from_fn(|t| hsum(acc[t]) - mins[t])
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q5_k<const T: usize>(bs: &[BlockQ5K], xs: &[ActRow; T]) -> [f32; T] {
+    // SAFETY: features enabled here; `qh` is 32 bytes.
+    unsafe {
+        let mut acc = [_mm256_setzero_ps(); T];
+        let mut mins = [0.0f32; T];
+        let one = _mm256_set1_epi8(1);
+        for (i, b) in bs.iter().enumerate() {
+            let qh = _mm256_loadu_si256(b.qh.as_ptr().cast());
+            let hi = |c: usize| {
+                // Bit 2c (2c+1) of each byte, moved to bit 4. 16-bit shifts cannot leak between
+                // bytes here because only bit 0 of each byte is kept before the left shift.
+                let b0 =
+                    _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c as i32)), one);
+                let b1 = _mm256_and_si256(
+                    _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c as i32 + 1)),
+                    one,
+                );
+                (_mm256_slli_epi16(b0, 4), _mm256_slli_epi16(b1, 4))
+            };
+            dot_k_minned(
+                &b.qs, b.d, b.dmin, &b.scales, i, xs, &mut acc, &mut mins, hi,
+            );
+        }
+        std::array::from_fn(|t| hsum(acc[t]) - mins[t])
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q6_k<const T: usize>(bs: &[BlockQ6K], xs: &[ActRow; T]) -> [f32; T] {
+    // SAFETY: features enabled here; block fields have the sizes read below.
+    unsafe {
+        let mut res = [0.0f32; T];
+        let m4 = _mm256_set1_epi8(15);
+        let m3 = _mm256_set1_epi8(3);
+        for (i, b) in bs.iter().enumerate() {
+            let mut sumi = [_mm256_setzero_si256(); T];
+            for n in 0..2 {
+                let ql0 = _mm256_loadu_si256(b.ql.as_ptr().add(64 * n).cast());
+                let ql1 = _mm256_loadu_si256(b.ql.as_ptr().add(64 * n + 32).cast());
+                let qh = _mm256_loadu_si256(b.qh.as_ptr().add(32 * n).cast());
+                let h = |k: i32| {
+                    let v = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(k)), m3);
+                    _mm256_slli_epi16(v, 4)
+                };
+                // Codes 0..64 (the −32 is applied through the block sums below).
+                let q = [
+                    _mm256_or_si256(_mm256_and_si256(ql0, m4), h(0)),
+                    _mm256_or_si256(_mm256_and_si256(ql1, m4), h(2)),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), h(4)),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), h(6)),
+                ];
+                for (k, q) in q.iter().enumerate() {
+                    let j = 8 * n + 2 * k; // sub-block of the first 16 elements
+                    let sc = _mm256_set_m128i(
+                        _mm_set1_epi16(b.scales[j + 1] as i16),
+                        _mm_set1_epi16(b.scales[j] as i16),
+                    );
+                    for t in 0..T {
+                        let x = xs[t].qs.as_ptr().add(i * QK_K + 128 * n + 32 * k);
+                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(*q, load32(x)), sc);
+                        sumi[t] = _mm256_add_epi32(sumi[t], p);
+                    }
+                }
+            }
+            // −32 · Σ_j sc_j · bsum_j
+            let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.scales.as_ptr().cast()));
+            let dw = f16s(b.d);
+            for t in 0..T {
+                let bsums = _mm256_loadu_si256(xs[t].bsums.as_ptr().add(16 * i).cast());
+                let corr = hsum_i32(_mm256_madd_epi16(bsums, sc16));
+                let total = hsum_i32(sumi[t]) - 32 * corr;
+                let dx = *xs[t].d.get_unchecked(i);
+                res[t] += (dx * dw) * total as f32;
+            }
+        }
+        res
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Float weights (activations already rounded to the weight type, stored as f32).
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load8(ty: FloatTy, w: *const u8, i: usize) -> __m256 {
+    // SAFETY: the row holds element `i + 7`.
+    unsafe {
+        match ty {
+            FloatTy::F32 => _mm256_loadu_ps(w.cast::<f32>().add(i)),
+            FloatTy::F16 => _mm256_cvtph_ps(_mm_loadu_si128(w.add(2 * i).cast())),
+            FloatTy::Bf16 => {
+                let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(w.add(2 * i).cast()));
+                _mm256_castsi256_ps(_mm256_slli_epi32(h, 16))
+            }
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_float(ty: FloatTy, w: &[u8], x: &[f32]) -> f32 {
+    let n = x.len();
+    // SAFETY: `w` holds `n` elements of `ty`; loads stay below `n`.
+    unsafe {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 32 <= n {
+            for (k, a) in acc.iter_mut().enumerate() {
+                let wv = load8(ty, w.as_ptr(), i + 8 * k);
+                *a = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x.as_ptr().add(i + 8 * k)), *a);
+            }
+            i += 32;
+        }
+        while i + 8 <= n {
+            let wv = load8(ty, w.as_ptr(), i);
+            acc[0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x.as_ptr().add(i)), acc[0]);
+            i += 8;
+        }
+        let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let mut s = hsum(v);
+        while i < n {
+            s += ty.load(w, i) * x[i];
+            i += 1;
+        }
+        s
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows_float(ty: FloatTy, w: &[u8], nrows: usize, a: &Acts, out: *mut f32, stride: usize) {
+    let rb = a.cols * ty.bytes();
+    for r in 0..nrows {
+        let row = &w[r * rb..(r + 1) * rb];
+        for t in 0..a.n {
+            // SAFETY: features enabled here; output bounds per the caller's contract.
+            unsafe { *out.add(t * stride + r) = dot_float(ty, row, a.row(t).f) };
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// f16 helpers for attention.
+
+/// Σ f16(k[i]) · q[i].
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_f16(k: &[u16], q: &[f32]) -> f32 {
+    let n = k.len().min(q.len());
+    // SAFETY: loads stay below `n`.
+    unsafe {
+        let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut i = 0;
+        while i + 16 <= n {
+            let k0 = _mm256_cvtph_ps(_mm_loadu_si128(k.as_ptr().add(i).cast()));
+            let k1 = _mm256_cvtph_ps(_mm_loadu_si128(k.as_ptr().add(i + 8).cast()));
+            a0 = _mm256_fmadd_ps(k0, _mm256_loadu_ps(q.as_ptr().add(i)), a0);
+            a1 = _mm256_fmadd_ps(k1, _mm256_loadu_ps(q.as_ptr().add(i + 8)), a1);
+            i += 16;
+        }
+        let mut s = hsum(_mm256_add_ps(a0, a1));
+        while i < n {
+            s += super::f16_to_f32(k[i]) * q[i];
+            i += 1;
+        }
+        s
+    }
+}
+
+/// out[i] += a · f16(v[i]).
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn axpy_f16(a: f32, v: &[u16], out: &mut [f32]) {
+    let n = v.len().min(out.len());
+    // SAFETY: loads and stores stay below `n`.
+    unsafe {
+        let av = _mm256_set1_ps(a);
+        let mut i = 0;
+        while i + 8 <= n {
+            let x = _mm256_cvtph_ps(_mm_loadu_si128(v.as_ptr().add(i).cast()));
+            let o = out.as_mut_ptr().add(i);
+            _mm256_storeu_ps(o, _mm256_fmadd_ps(av, x, _mm256_loadu_ps(o)));
+            i += 8;
+        }
+        while i < n {
+            out[i] += a * super::f16_to_f32(v[i]);
+            i += 1;
+        }
+    }
+}
