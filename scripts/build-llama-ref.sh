@@ -3,12 +3,14 @@
 # Source: the llama.cpp tree vendored in the llama-cpp-python sdist on PyPI (pinned version and
 # sha256 below). Nothing from it is committed. Prints the bin directory on the last line.
 # Usage: scripts/build-llama-ref.sh [--variants]   (--variants also writes quantized test models)
+#        LLAMA_TARGETS="llama-quantize" scripts/build-llama-ref.sh --variants   (build less)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 CACHE="$ROOT/.cache/llama.cpp"
 VERSION="0.3.36"
 SHA256="832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
-TARGETS=(llama-completion llama-tokenize llama-perplexity llama-bench llama-quantize)
+# LLAMA_TARGETS narrows the build (CI needs only llama-quantize for the quantized variants).
+read -r -a TARGETS <<< "${LLAMA_TARGETS:-llama-completion llama-tokenize llama-perplexity llama-bench llama-quantize}"
 BIN="$CACHE/build/bin"
 mkdir -p "$CACHE"
 
@@ -30,9 +32,12 @@ if ! have_all; then
         echo "$SHA256  $sdist.partial" | sha256sum -c --quiet -
         mv "$sdist.partial" "$sdist"
     fi
-    rm -rf "$CACHE/src" && mkdir -p "$CACHE/src"
-    tar xzf "$sdist" -C "$CACHE/src" --strip-components=3 "llama_cpp_python-$VERSION/vendor/llama.cpp"
-    rm -f "$CACHE/src/.git"  # a dangling submodule pointer; cmake would warn about it
+    if [[ "$(cat "$CACHE/src/.flashslim-sdist" 2>/dev/null)" != "$VERSION" ]]; then
+        rm -rf "$CACHE/src" "$CACHE/build" && mkdir -p "$CACHE/src"
+        tar xzf "$sdist" -C "$CACHE/src" --strip-components=3 "llama_cpp_python-$VERSION/vendor/llama.cpp"
+        rm -f "$CACHE/src/.git"  # a dangling submodule pointer; cmake would warn about it
+        echo "$VERSION" > "$CACHE/src/.flashslim-sdist"
+    fi
     cmake -S "$CACHE/src" -B "$CACHE/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
         -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF \
         -DBUILD_SHARED_LIBS=OFF >/dev/null

@@ -44,7 +44,13 @@ need_rust() {
         [[ -x "$HOME/.cargo/bin/cargo" ]] || {
             need_apt curl ca-certificates build-essential
             log "installing the Rust toolchain with rustup"
-            curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal >/dev/null
+            # rustup-init straight from static.rust-lang.org (sh.rustup.rs may not resolve
+            # where only package registries are reachable).
+            local arch; arch="$(uname -m)"
+            curl -sSfL -o /tmp/rustup-init "https://static.rust-lang.org/rustup/dist/${arch}-unknown-linux-gnu/rustup-init" \
+                || die "cannot download rustup-init"
+            chmod +x /tmp/rustup-init && /tmp/rustup-init -y --profile minimal --default-toolchain stable >/dev/null \
+                || die "rustup-init failed"
         }
         export PATH="$HOME/.cargo/bin:$PATH"
     fi

@@ -4,9 +4,14 @@
 //! The decode loop lives in [`model::forward`]; weights reach it through the
 //! [`weights::WeightSource`] seam (`ram`, `mmap`, `stream`).
 
+pub mod generate;
 pub mod gguf;
 pub mod kernels;
 pub mod model;
 pub mod probes;
+pub mod procstat;
+pub mod sampler;
+pub mod session;
+pub mod summary;
 pub mod tokenizer;
 pub mod weights;

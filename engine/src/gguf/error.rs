@@ -46,8 +46,8 @@ impl fmt::Display for GgufError {
             GgufError::NotGguf { magic } => {
                 write!(
                     f,
-                    "not a GGUF file (magic {:02x?}, expected \"GGUF\")",
-                    magic
+                    "not a GGUF file (starts with \"{}\", expected \"GGUF\")",
+                    magic.escape_ascii()
                 )
             }
             GgufError::BigEndian => write!(f, "big-endian GGUF files are not supported"),

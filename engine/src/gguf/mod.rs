@@ -441,7 +441,7 @@ impl<R: Read> Cursor<R> {
             return Err(GgufError::Invalid {
                 what: what.to_string(),
                 detail: format!(
-                    "{n} entries need at least {} bytes but only {} remain",
+                    "{n} entries need at least {} bytes but only {} remain (truncated or corrupt file)",
                     n.saturating_mul(min_size),
                     self.remaining()
                 ),

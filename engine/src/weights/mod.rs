@@ -143,6 +143,33 @@ pub struct SourceStats {
     pub passes: u64,
 }
 
+/// What happened to a streamed chunk (recorded for `io.jsonl` and mirrored by USDT probes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IoEventKind {
+    /// A read of the chunk was handed to the kernel (io_uring SQE, pread job...).
+    Submit,
+    /// The read finished and the bytes are in the buffer.
+    Complete,
+    /// Compute needs the chunk and it is not complete yet: a stall begins.
+    WaitBegin,
+    /// The stall ended.
+    WaitEnd,
+}
+
+/// One per-chunk I/O event, timestamped on the engine's CLOCK_MONOTONIC.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct IoEvent {
+    pub t_ns: u64,
+    pub kind: IoEventKind,
+    pub chunk: u32,
+    /// Aligned file offset and length of the read.
+    pub offset: u64,
+    pub bytes: u64,
+    /// Pool buffer slot.
+    pub slot: u32,
+}
+
 /// Hands weights to the forward pass.
 ///
 /// Contract: within a pass, `get` is called in the model's fixed access order (the order of
@@ -150,6 +177,11 @@ pub struct SourceStats {
 /// error (not wrong bytes) if the order diverges from what it planned.
 pub trait WeightSource: Send + Sync {
     fn kind(&self) -> SourceKind;
+
+    /// Called once after the model is bound (a streaming source plans its reads here).
+    fn attach_model(&mut self, _model: &crate::model::Model) -> Result<(), WeightError> {
+        Ok(())
+    }
 
     /// A forward pass over `n_tokens` tokens in `phase` begins.
     fn begin_pass(&self, _phase: Phase, _n_tokens: usize) -> Result<(), WeightError> {
@@ -169,6 +201,13 @@ pub trait WeightSource: Send + Sync {
     fn read_at(&self, id: TensorId, offset: u64, out: &mut [u8]) -> Result<(), WeightError>;
 
     fn stats(&self) -> SourceStats;
+
+    /// Start (or stop) keeping [`IoEvent`]s for [`WeightSource::drain_io_events`]. Sources
+    /// without I/O ignore it.
+    fn record_io(&self, _on: bool) {}
+
+    /// Move the recorded I/O events into `out` (oldest first).
+    fn drain_io_events(&self, _out: &mut Vec<IoEvent>) {}
 }
 
 /// Shared model header used by every source.
