@@ -22,7 +22,11 @@ fn root() -> PathBuf {
 
 fn model(ty: &str) -> PathBuf {
     let p = root().join(format!("models/SmolLM2-135M-Instruct.{ty}.gguf"));
-    assert!(p.exists(), "{} missing: run scripts/fetch-model.sh (Q4_1) or scripts/build-llama-ref.sh --variants", p.display());
+    assert!(
+        p.exists(),
+        "{} missing: run scripts/fetch-model.sh (Q4_1) or scripts/build-llama-ref.sh --variants",
+        p.display()
+    );
     p
 }
 
@@ -32,8 +36,15 @@ fn fixture(name: &str) -> Value {
 }
 
 fn run(args: &[&str]) -> String {
-    let out = Command::new(BIN).args(args).output().expect("spawn flashslim");
-    assert!(out.status.success(), "flashslim {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("spawn flashslim");
+    assert!(
+        out.status.success(),
+        "flashslim {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
@@ -41,11 +52,29 @@ fn greedy(ty: &str) {
     let m = model(ty);
     let cases = fixture("greedy.json");
     let mut checked = 0;
-    for c in cases["cases"].as_array().unwrap().iter().filter(|c| c["model"] == ty) {
+    for c in cases["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["model"] == ty)
+    {
         let prompt = c["prompt"].as_str().unwrap();
         let expected = c["text"].as_str().unwrap();
         let n = GREEDY_TOKENS.to_string();
-        let ours = run(&["run", "-m", m.to_str().unwrap(), "-p", prompt, "-n", &n, "--temp", "0", "--ignore-eos", "-t", "2"]);
+        let ours = run(&[
+            "run",
+            "-m",
+            m.to_str().unwrap(),
+            "-p",
+            prompt,
+            "-n",
+            &n,
+            "--temp",
+            "0",
+            "--ignore-eos",
+            "-t",
+            "2",
+        ]);
         let ours = ours.strip_suffix('\n').unwrap_or(&ours);
         assert!(
             !ours.is_empty() && expected.starts_with(ours),
@@ -59,16 +88,46 @@ fn greedy(ty: &str) {
 fn perplexity(ty: &str) {
     let m = model(ty);
     let cases = fixture("perplexity.json");
-    let c = cases["cases"].as_array().unwrap().iter().find(|c| c["model"] == ty).expect("fixture for type");
+    let c = cases["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["model"] == ty)
+        .expect("fixture for type");
     let text = root().join(cases["text"].as_str().unwrap());
-    let (ctx, chunks) = (c["ctx"].as_u64().unwrap().to_string(), c["chunks"].as_u64().unwrap().to_string());
-    let out = run(&["perplexity", "-m", m.to_str().unwrap(), "-f", text.to_str().unwrap(), "-c", &ctx, "--chunks", &chunks, "-t", "2"]);
+    let (ctx, chunks) = (
+        c["ctx"].as_u64().unwrap().to_string(),
+        c["chunks"].as_u64().unwrap().to_string(),
+    );
+    let out = run(&[
+        "perplexity",
+        "-m",
+        m.to_str().unwrap(),
+        "-f",
+        text.to_str().unwrap(),
+        "-c",
+        &ctx,
+        "--chunks",
+        &chunks,
+        "-t",
+        "2",
+    ]);
     let last = out.lines().last().unwrap_or("");
-    let ours: f64 = last.strip_prefix("PPL = ").and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| panic!("last line {last:?}"));
+    let ours: f64 = last
+        .strip_prefix("PPL = ")
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("last line {last:?}"));
     let theirs = c["ppl"].as_f64().unwrap();
     let rel = (ours - theirs).abs() / theirs;
-    eprintln!("{ty}: PPL flashslim {ours:.4} llama.cpp {theirs:.4} ({:+.3}%)", 100.0 * (ours - theirs) / theirs);
-    assert!(rel <= PPL_TOLERANCE, "{ty}: PPL {ours:.4} vs llama.cpp {theirs:.4} differs by {:.2}%", rel * 100.0);
+    eprintln!(
+        "{ty}: PPL flashslim {ours:.4} llama.cpp {theirs:.4} ({:+.3}%)",
+        100.0 * (ours - theirs) / theirs
+    );
+    assert!(
+        rel <= PPL_TOLERANCE,
+        "{ty}: PPL {ours:.4} vs llama.cpp {theirs:.4} differs by {:.2}%",
+        rel * 100.0
+    );
 }
 
 #[test]

@@ -153,17 +153,6 @@ unsafe fn hsum(v: __m256) -> f32 {
     }
 }
 
-#[inline(always)]
-unsafe fn hsum_i32(v: __m256i) -> i32 {
-    // SAFETY: register ops.
-    unsafe {
-        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
-        _mm_cvtsi128_si32(s)
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // 32-element formats.
 
@@ -214,7 +203,7 @@ unsafe fn dot_q8_1_family<B, const T: usize>(
                 let p = dot_us(w, x);
                 let s = _mm256_set1_ps(dw * *xs[t].d.get_unchecked(i));
                 acc[t] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(p), acc[t]);
-                mins[t] += mw * *xs[t].s.get_unchecked(i);
+                mins[t] = mw.mul_add(*xs[t].s.get_unchecked(i), mins[t]);
             }
         }
         let mut r = [0.0; T];
@@ -302,38 +291,31 @@ fn k_scales(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
     (sc, mn)
 }
 
-/// Σ_j m_j · (bsum_{2j} + bsum_{2j+1}) for one super-block.
+/// The four min lanes `m_{2i}·bs_{2i} + m_{2i+1}·bs_{2i+1}` (bs per 32 elements).
 #[inline(always)]
-unsafe fn k_mins_dot(mins: [u8; 8], bsums: *const i16) -> i32 {
+unsafe fn k_min_lanes(mins: [u8; 8], bsums: *const i16) -> __m128i {
     // SAFETY: `bsums` points at 16 i16.
     unsafe {
-        let b = _mm256_loadu_si256(bsums.cast());
-        let m = _mm_loadu_si64(mins.as_ptr());
-        // Each min twice, as i16, next to the two sums of its sub-block.
-        let m2 = _mm_unpacklo_epi8(m, m);
-        let m16 = _mm256_cvtepu8_epi16(m2);
-        hsum_i32(_mm256_madd_epi16(b, m16))
+        let lo = _mm_loadu_si128(bsums.cast());
+        let hi = _mm_loadu_si128(bsums.add(8).cast());
+        let bs32 = _mm_hadd_epi16(lo, hi);
+        let m16 = _mm_cvtepu8_epi16(_mm_loadu_si64(mins.as_ptr()));
+        _mm_madd_epi16(m16, bs32)
     }
 }
 
-/// Q4_K/Q5_K: `hi(c)` gives the fifth bits (0 or 16 per byte) of the two sub-blocks of chunk `c`.
+/// Q4_K/Q5_K lane sums of super-block `i` for each token: `Σ_j sc_j · lanes(sub-block j)`;
+/// `hi(c)` gives the fifth bits (0 or 16 per byte) of the two sub-blocks of chunk `c`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn dot_k_minned<const T: usize>(
+unsafe fn k_lanes<const T: usize>(
     qs: &[u8; 128],
-    d: [u8; 2],
-    dmin: [u8; 2],
-    scales: &[u8; 12],
+    sc: &[u8; 8],
     i: usize,
     xs: &[ActRow; T],
-    acc: &mut [__m256; T],
-    mins_acc: &mut [f32; T],
     hi: impl Fn(usize) -> (__m256i, __m256i),
-) {
-    // SAFETY: AVX2 in every caller; activations hold 256 codes and 16 sums per super-block.
+) -> [__m256i; T] {
+    // SAFETY: AVX2 in every caller; activations hold 256 codes per super-block.
     unsafe {
-        let (sc, mn) = k_scales(scales);
-        let (dw, mw) = (f16s(d), f16s(dmin));
         let mut sumi = [_mm256_setzero_si256(); T];
         let m4 = _mm256_set1_epi8(15);
         for c in 0..4 {
@@ -350,36 +332,35 @@ unsafe fn dot_k_minned<const T: usize>(
                 sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(p0, p1));
             }
         }
-        for t in 0..T {
-            let dx = *xs[t].d.get_unchecked(i);
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * dw), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
-            let m = k_mins_dot(mn, xs[t].bsums.as_ptr().add(16 * i));
-            mins_acc[t] += dx * mw * m as f32;
-        }
+        sumi
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_q4_k<const T: usize>(bs: &[BlockQ4K], xs: &[ActRow; T]) -> [f32; T] {
-    // SAFETY: features enabled here.
+    // SAFETY: features enabled here; activations hold 16 sums per super-block.
     unsafe {
         let mut acc = [_mm256_setzero_ps(); T];
-        let mut mins = [0.0f32; T];
+        let mut accm = [_mm_setzero_ps(); T];
         let z = _mm256_setzero_si256();
         for (i, b) in bs.iter().enumerate() {
-            dot_k_minned(
-                &b.qs,
-                b.d,
-                b.dmin,
-                &b.scales,
-                i,
-                xs,
-                &mut acc,
-                &mut mins,
-                |_| (z, z),
-            );
+            let (sc, mn) = k_scales(&b.scales);
+            let (dw, mw) = (f16s(b.d), f16s(b.dmin));
+            let sumi = k_lanes(&b.qs, &sc, i, xs, |_| (z, z));
+            for t in 0..T {
+                let dx = *xs[t].d.get_unchecked(i);
+                acc[t] =
+                    _mm256_fmadd_ps(_mm256_set1_ps(dx * dw), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+                let prod = k_min_lanes(mn, xs[t].bsums.as_ptr().add(16 * i));
+                accm[t] = _mm_fmadd_ps(_mm_set1_ps(-dx * mw), _mm_cvtepi32_ps(prod), accm[t]);
+            }
         }
-        std::array::from_fn(|t| hsum(acc[t]) - mins[t])
+        std::array::from_fn(|t| {
+            let m = accm[t];
+            let m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+            let m = _mm_add_ss(m, _mm_movehdup_ps(m));
+            hsum(acc[t]) + _mm_cvtss_f32(m)
+        })
     }
 }
 
@@ -391,6 +372,8 @@ unsafe fn dot_q5_k<const T: usize>(bs: &[BlockQ5K], xs: &[ActRow; T]) -> [f32; T
         let mut mins = [0.0f32; T];
         let one = _mm256_set1_epi8(1);
         for (i, b) in bs.iter().enumerate() {
+            let (sc, mn) = k_scales(&b.scales);
+            let (dw, mw) = (f16s(b.d), f16s(b.dmin));
             let qh = _mm256_loadu_si256(b.qh.as_ptr().cast());
             let hi = |c: usize| {
                 // Bit 2c (2c+1) of each byte, moved to bit 4. 16-bit shifts cannot leak between
@@ -403,11 +386,18 @@ unsafe fn dot_q5_k<const T: usize>(bs: &[BlockQ5K], xs: &[ActRow; T]) -> [f32; T
                 );
                 (_mm256_slli_epi16(b0, 4), _mm256_slli_epi16(b1, 4))
             };
-            dot_k_minned(
-                &b.qs, b.d, b.dmin, &b.scales, i, xs, &mut acc, &mut mins, hi,
-            );
+            let sumi = k_lanes(&b.qs, &sc, i, xs, hi);
+            for t in 0..T {
+                let dx = *xs[t].d.get_unchecked(i);
+                acc[t] =
+                    _mm256_fmadd_ps(_mm256_set1_ps(dx * dw), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+                let prod = k_min_lanes(mn, xs[t].bsums.as_ptr().add(16 * i));
+                let m = _mm_add_epi32(prod, _mm_shuffle_epi32(prod, 0b01_00_11_10));
+                let m = _mm_add_epi32(m, _mm_shuffle_epi32(m, 0b10_11_00_01));
+                mins[t] = (-dx * mw).mul_add(_mm_cvtsi128_si32(m) as f32, mins[t]);
+            }
         }
-        std::array::from_fn(|t| hsum(acc[t]) - mins[t])
+        std::array::from_fn(|t| hsum(acc[t]) + mins[t])
     }
 }
 
@@ -415,7 +405,7 @@ unsafe fn dot_q5_k<const T: usize>(bs: &[BlockQ5K], xs: &[ActRow; T]) -> [f32; T
 unsafe fn dot_q6_k<const T: usize>(bs: &[BlockQ6K], xs: &[ActRow; T]) -> [f32; T] {
     // SAFETY: features enabled here; block fields have the sizes read below.
     unsafe {
-        let mut res = [0.0f32; T];
+        let mut acc = [_mm256_setzero_ps(); T];
         let m4 = _mm256_set1_epi8(15);
         let m3 = _mm256_set1_epi8(3);
         for (i, b) in bs.iter().enumerate() {
@@ -448,18 +438,19 @@ unsafe fn dot_q6_k<const T: usize>(bs: &[BlockQ6K], xs: &[ActRow; T]) -> [f32; T
                     }
                 }
             }
-            // −32 · Σ_j sc_j · bsum_j
+            // −32 · (sc_{2k}·bs_{2k} + sc_{2k+1}·bs_{2k+1}) from lane k.
             let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.scales.as_ptr().cast()));
             let dw = f16s(b.d);
             for t in 0..T {
                 let bsums = _mm256_loadu_si256(xs[t].bsums.as_ptr().add(16 * i).cast());
-                let corr = hsum_i32(_mm256_madd_epi16(bsums, sc16));
-                let total = hsum_i32(sumi[t]) - 32 * corr;
+                let corr = _mm256_slli_epi32(_mm256_madd_epi16(bsums, sc16), 5);
+                let lanes = _mm256_sub_epi32(sumi[t], corr);
                 let dx = *xs[t].d.get_unchecked(i);
-                res[t] += (dx * dw) * total as f32;
+                acc[t] =
+                    _mm256_fmadd_ps(_mm256_set1_ps(dx * dw), _mm256_cvtepi32_ps(lanes), acc[t]);
             }
         }
-        res
+        acc.map(|v| hsum(v))
     }
 }
 
@@ -574,4 +565,158 @@ pub unsafe fn axpy_f16(a: f32, v: &[u16], out: &mut [f32]) {
             i += 1;
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Element-wise math, bit-identical to the scalar versions in `scalar.rs` (same operations, same
+// order, fused where those are fused).
+
+/// 8 lanes of `scalar::expf_ggml`.
+#[inline(always)]
+unsafe fn expf_ggml8(x: __m256) -> __m256 {
+    // SAFETY: AVX2/FMA in every caller.
+    unsafe {
+        let shift = _mm256_set1_ps(12582912.0);
+        let z = _mm256_fmadd_ps(x, _mm256_set1_ps(f32::from_bits(0x3fb8_aa3b)), shift);
+        let n = _mm256_sub_ps(z, shift);
+        let b = _mm256_fnmadd_ps(
+            n,
+            _mm256_set1_ps(f32::from_bits(0x35bf_be8e)),
+            _mm256_fnmadd_ps(n, _mm256_set1_ps(f32::from_bits(0x3f31_7200)), x),
+        );
+        let big = _mm256_cmp_ps::<_CMP_GT_OQ>(
+            _mm256_andnot_ps(_mm256_set1_ps(-0.0), n),
+            _mm256_set1_ps(126.0),
+        );
+        if _mm256_movemask_ps(big) != 0 {
+            // Rare: 2^n is not a normal float; take the scalar route lane by lane.
+            let mut v = [0.0f32; 8];
+            _mm256_storeu_ps(v.as_mut_ptr(), x);
+            return _mm256_loadu_ps(v.map(super::scalar::expf_ggml).as_ptr());
+        }
+        let u = _mm256_mul_ps(b, b);
+        let c = |bits: u32| _mm256_set1_ps(f32::from_bits(bits));
+        let hi = _mm256_fmadd_ps(
+            _mm256_fmadd_ps(c(0x3c07_2010), b, c(0x3d2b_9f17)),
+            u,
+            _mm256_fmadd_ps(c(0x3e2a_af33), b, c(0x3eff_fedb)),
+        );
+        let j = _mm256_fmadd_ps(
+            hi,
+            u,
+            _mm256_fmadd_ps(c(0x3f7f_fff6), b, _mm256_set1_ps(1.0)),
+        );
+        let e = _mm256_slli_epi32(
+            _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)),
+            23,
+        );
+        _mm256_mul_ps(j, _mm256_castsi256_ps(e))
+    }
+}
+
+/// gate = silu(gate) · up (see `scalar::swiglu`).
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn swiglu(gate: &mut [f32], up: &[f32]) {
+    let n = gate.len().min(up.len());
+    let body = n - n % 16;
+    // SAFETY: loads and stores stay below `body ≤ n`.
+    unsafe {
+        let one = _mm256_set1_ps(1.0);
+        let mut i = 0;
+        while i < body {
+            let g = gate.as_mut_ptr().add(i);
+            let x = _mm256_loadu_ps(g);
+            let e = expf_ggml8(_mm256_sub_ps(_mm256_setzero_ps(), x));
+            let s = _mm256_div_ps(x, _mm256_add_ps(one, e));
+            _mm256_storeu_ps(g, _mm256_mul_ps(s, _mm256_loadu_ps(up.as_ptr().add(i))));
+            i += 8;
+        }
+    }
+    super::scalar::swiglu_tail(&mut gate[body..n], &up[body..n]);
+}
+
+/// See `scalar::dot_f16_f16`.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_f16_f16(k: &[u16], q: &[f32]) -> f32 {
+    let n = k.len().min(q.len());
+    let body = n - n % 64;
+    // SAFETY: loads stay below `body ≤ n`.
+    unsafe {
+        let mut a = [_mm256_setzero_ps(); 8];
+        let mut i = 0;
+        while i < body {
+            for (j, a) in a.iter_mut().enumerate() {
+                let kv = _mm256_cvtph_ps(_mm_loadu_si128(k.as_ptr().add(i + 8 * j).cast()));
+                *a = _mm256_fmadd_ps(kv, _mm256_loadu_ps(q.as_ptr().add(i + 8 * j)), *a);
+            }
+            i += 64;
+        }
+        // Lanes l and l+8 of the 16-lane accumulators live in a[2m] and a[2m+1].
+        let lo = _mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[2], a[6]));
+        let hi = _mm256_add_ps(_mm256_add_ps(a[1], a[5]), _mm256_add_ps(a[3], a[7]));
+        let t8 = _mm256_add_ps(hi, lo);
+        let t4 = _mm_add_ps(_mm256_extractf128_ps(t8, 1), _mm256_castps256_ps128(t8));
+        let s = _mm_add_ps(t4, _mm_movehl_ps(t4, t4));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        let mut sum = _mm_cvtss_f32(s) as f64;
+        for j in body..n {
+            sum += (super::f16_to_f32(k[j]) * q[j]) as f64;
+        }
+        sum as f32
+    }
+}
+
+/// See `scalar::mad_f16`.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn mad_f16(y: &mut [u16], x: &[u16], a: f32) {
+    let n = y.len().min(x.len());
+    let body = n - n % 8;
+    // SAFETY: loads and stores stay below `body ≤ n`.
+    unsafe {
+        let av = _mm256_set1_ps(a);
+        let mut i = 0;
+        while i < body {
+            let yp = y.as_mut_ptr().add(i);
+            let xv = _mm256_cvtph_ps(_mm_loadu_si128(x.as_ptr().add(i).cast()));
+            let yv = _mm256_cvtph_ps(_mm_loadu_si128(yp.cast()));
+            let r = _mm256_fmadd_ps(xv, av, yv);
+            _mm_storeu_si128(yp.cast(), _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(r));
+            i += 8;
+        }
+    }
+    super::scalar::mad_f16(&mut y[body..n], &x[body..n], a);
+}
+
+/// See `scalar::scale_f16`.
+///
+/// # Safety
+/// The CPU must have AVX2 and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn scale_f16(y: &mut [u16], a: f32) {
+    let n = y.len();
+    let body = n - n % 8;
+    // SAFETY: loads and stores stay below `body ≤ n`.
+    unsafe {
+        let av = _mm256_set1_ps(a);
+        let mut i = 0;
+        while i < body {
+            let yp = y.as_mut_ptr().add(i);
+            let yv = _mm256_cvtph_ps(_mm_loadu_si128(yp.cast()));
+            _mm_storeu_si128(
+                yp.cast(),
+                _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_mul_ps(yv, av)),
+            );
+            i += 8;
+        }
+    }
+    super::scalar::scale_f16(&mut y[body..n], a);
 }

@@ -342,42 +342,71 @@ pub fn dequantize_q6_k(bs: &[BlockQ6K], out: &mut [f32]) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Scalar dot products against quantized activations (ggml's arithmetic: exact integer sums per
-// block, then f32 scaling; f16 scales as stored).
+// Scalar dot products against quantized activations.
+//
+// The arithmetic is ggml's x86 one, made explicit so that every path of ours gives the same bits:
+// integer sums per block are exact; eight f32 lanes, lane k taking the 4-element groups at
+// 4k..4k+4 (and 16+4k.. for the second half), each accumulate `fma(d_w·d_x, lane_sum, acc)`
+// block after block; the lanes are reduced as `((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))`; min
+// terms accumulate with fma in block order.
 
-fn idot(a: &[i8], b: &[i8]) -> i32 {
-    a.iter().zip(b).map(|(&x, &y)| x as i32 * y as i32).sum()
+/// Eight-lane reduction in ggml's x86 order.
+#[inline]
+pub fn hsum8(a: [f32; 8]) -> f32 {
+    ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
 }
 
-/// Σ over blocks of `d_w · d_x · Σ q_w q_x` (Q4_0, Q5_0, Q8_0 against Q8_0).
+/// Lane sums of one 32-element group: lane k = Σ_{i<4} w[4k+i] · x[4k+i].
+#[inline]
+pub fn lanes32(w: &[i8], x: &[i8]) -> [i32; 8] {
+    let mut l = [0i32; 8];
+    for (k, lane) in l.iter_mut().enumerate() {
+        for i in 4 * k..4 * k + 4 {
+            *lane += w[i] as i32 * x[i] as i32;
+        }
+    }
+    l
+}
+
+/// `acc[k] = fma(d, v[k], acc[k])` for the 8 lanes.
+#[inline]
+fn fma_lanes(acc: &mut [f32; 8], d: f32, v: [i32; 8]) {
+    for (a, &v) in acc.iter_mut().zip(&v) {
+        *a = d.mul_add(v as f32, *a);
+    }
+}
+
+/// Q4_0, Q5_0, Q8_0 against Q8_0.
 fn dot_q8_0_like<B: Block>(
     bs: &[B],
     x: &ActRow,
     d: impl Fn(&B) -> [u8; 2],
     codes: impl Fn(&B) -> [i8; QK],
 ) -> f32 {
-    let mut sum = 0.0f32;
+    let mut acc = [0.0f32; 8];
     for (i, b) in bs.iter().enumerate() {
-        let isum = idot(&codes(b), &x.qs[i * QK..(i + 1) * QK]);
-        sum += isum as f32 * (f16(d(b)) * x.d[i]);
+        let l = lanes32(&codes(b), &x.qs[i * QK..(i + 1) * QK]);
+        fma_lanes(&mut acc, f16(d(b)) * x.d[i], l);
     }
-    sum
+    hsum8(acc)
 }
 
-/// Σ over blocks of `d_w · d_x · Σ q_w q_x + m_w · s_x` (Q4_1, Q5_1 against Q8_1).
+/// Q4_1, Q5_1 against Q8_1: plus `Σ m_w · s_x`.
 fn dot_q8_1_like<B: Block>(
     bs: &[B],
     x: &ActRow,
     dm: impl Fn(&B) -> ([u8; 2], [u8; 2]),
     codes: impl Fn(&B) -> [i8; QK],
 ) -> f32 {
-    let mut sum = 0.0f32;
+    let mut acc = [0.0f32; 8];
+    let mut mins = 0.0f32;
     for (i, b) in bs.iter().enumerate() {
         let (d, m) = dm(b);
-        let isum = idot(&codes(b), &x.qs[i * QK..(i + 1) * QK]);
-        sum += (f16(d) * x.d[i]) * isum as f32 + f16(m) * x.s[i];
+        mins = f16(m).mul_add(x.s[i], mins);
+        let l = lanes32(&codes(b), &x.qs[i * QK..(i + 1) * QK]);
+        fma_lanes(&mut acc, f16(d) * x.d[i], l);
     }
-    sum
+    hsum8(acc) + mins
 }
 
 pub fn vec_dot_q4_0_ref(bs: &[BlockQ4_0], x: &ActRow) -> f32 {
@@ -400,59 +429,79 @@ pub fn vec_dot_q5_1_ref(bs: &[BlockQ5_1], x: &ActRow) -> f32 {
     dot_q8_1_like(bs, x, |b| (b.d, b.m), |b| b.codes())
 }
 
-/// Q4_K/Q5_K against Q8_K: per super-block `d_w·d_x·Σ_j sc_j Σ q q_x − dmin_w·d_x·Σ_j m_j bsum_j`.
-fn dot_k_minned(
-    i: usize,
-    d: [u8; 2],
-    dmin: [u8; 2],
-    scales: &[u8; 12],
-    q: &[i8; QK_K],
-    x: &ActRow,
-) -> (f32, f32) {
+/// Q4_K/Q5_K super-block `i`: lane sums `Σ_j sc_j · lanes32(sub-block j)` and the four min
+/// lanes `m_{2i}·bs_{2i} + m_{2i+1}·bs_{2i+1}` (bs per 32 elements).
+fn k_minned_lanes(scales: &[u8; 12], q: &[i8; QK_K], i: usize, x: &ActRow) -> ([i32; 8], [i32; 4]) {
     let qx = &x.qs[i * QK_K..(i + 1) * QK_K];
     let bsums = &x.bsums[i * 16..(i + 1) * 16];
-    let (mut isum, mut msum) = (0i32, 0i32);
+    let mut lanes = [0i32; 8];
+    let mut mins = [0i32; 4];
     for j in 0..8 {
         let (sc, m) = k_scale_min(j, scales);
-        isum += sc as i32 * idot(&q[32 * j..32 * (j + 1)], &qx[32 * j..32 * (j + 1)]);
-        msum += m as i32 * (bsums[2 * j] as i32 + bsums[2 * j + 1] as i32);
+        let l = lanes32(&q[32 * j..32 * (j + 1)], &qx[32 * j..32 * (j + 1)]);
+        for k in 0..8 {
+            lanes[k] += sc as i32 * l[k];
+        }
+        mins[j / 2] += m as i32 * (bsums[2 * j] as i32 + bsums[2 * j + 1] as i32);
     }
-    let dx = x.d[i];
-    (f16(d) * dx * isum as f32, f16(dmin) * dx * msum as f32)
+    (lanes, mins)
 }
 
+/// Q4_K against Q8_K; the min term in four lanes, reduced `(m0+m2)+(m1+m3)`.
 pub fn vec_dot_q4_k_ref(bs: &[BlockQ4K], x: &ActRow) -> f32 {
-    let (mut sum, mut mins) = (0.0f32, 0.0f32);
+    let mut acc = [0.0f32; 8];
+    let mut accm = [0.0f32; 4];
     for (i, b) in bs.iter().enumerate() {
-        let (s, m) = dot_k_minned(i, b.d, b.dmin, &b.scales, &b.codes(), x);
-        sum += s;
-        mins += m;
+        let (lanes, mins) = k_minned_lanes(&b.scales, &b.codes(), i, x);
+        fma_lanes(&mut acc, x.d[i] * f16(b.d), lanes);
+        let dmin = -x.d[i] * f16(b.dmin);
+        for (a, &m) in accm.iter_mut().zip(&mins) {
+            *a = dmin.mul_add(m as f32, *a);
+        }
     }
-    sum - mins
+    hsum8(acc) + ((accm[0] + accm[2]) + (accm[1] + accm[3]))
 }
 
+/// Q5_K against Q8_K; the min term as one scalar per super-block.
 pub fn vec_dot_q5_k_ref(bs: &[BlockQ5K], x: &ActRow) -> f32 {
-    let (mut sum, mut mins) = (0.0f32, 0.0f32);
+    let mut acc = [0.0f32; 8];
+    let mut mins = 0.0f32;
     for (i, b) in bs.iter().enumerate() {
-        let (s, m) = dot_k_minned(i, b.d, b.dmin, &b.scales, &b.codes(), x);
-        sum += s;
-        mins += m;
+        let (lanes, m) = k_minned_lanes(&b.scales, &b.codes(), i, x);
+        fma_lanes(&mut acc, x.d[i] * f16(b.d), lanes);
+        let dmin = -x.d[i] * f16(b.dmin);
+        mins = dmin.mul_add(m.iter().sum::<i32>() as f32, mins);
     }
-    sum - mins
+    hsum8(acc) + mins
 }
 
+/// Q6_K against Q8_K: unsigned codes, lane k of each 32-group scaled by the scale of its
+/// 16-element half, then `−32 · (sc_{2k}·bs_{2k} + sc_{2k+1}·bs_{2k+1})` taken from lane k.
 pub fn vec_dot_q6_k_ref(bs: &[BlockQ6K], x: &ActRow) -> f32 {
-    let mut sum = 0.0f32;
+    let mut acc = [0.0f32; 8];
     for (i, b) in bs.iter().enumerate() {
         let q = b.codes();
         let qx = &x.qs[i * QK_K..(i + 1) * QK_K];
-        let mut isum = 0i32;
-        for j in 0..16 {
-            isum += b.scales[j] as i32 * idot(&q[16 * j..16 * (j + 1)], &qx[16 * j..16 * (j + 1)]);
+        let bsums = &x.bsums[i * 16..(i + 1) * 16];
+        let mut lanes = [0i32; 8];
+        for g in 0..8 {
+            let mut u = [0i8; 32];
+            for (o, &c) in u.iter_mut().zip(&q[32 * g..32 * (g + 1)]) {
+                *o = c + 32;
+            }
+            let l = lanes32(&u, &qx[32 * g..32 * (g + 1)]);
+            for k in 0..8 {
+                lanes[k] += b.scales[2 * g + k / 4] as i32 * l[k];
+            }
         }
-        sum += f16(b.d) * x.d[i] * isum as f32;
+        for k in 0..8 {
+            let c = b.scales[2 * k] as i32 * bsums[2 * k] as i32
+                + b.scales[2 * k + 1] as i32 * bsums[2 * k + 1] as i32;
+            lanes[k] -= 32 * c;
+        }
+        fma_lanes(&mut acc, x.d[i] * f16(b.d), lanes);
     }
-    sum
+    hsum8(acc)
 }
 
 /// F32, F16 and BF16 weights against f32 activations that were rounded to the weight's type.

@@ -549,6 +549,51 @@ pub fn axpy_f16(a: f32, v: &[u16], out: &mut [f32]) {
     scalar::axpy_f16(a, v, out)
 }
 
+/// gate = silu(gate) · up with ggml's arithmetic (its AVX-512 `expf`, so results match
+/// llama.cpp on x86 bit for bit; identical on every path of ours).
+pub fn swiglu(gate: &mut [f32], up: &[f32]) {
+    assert_eq!(gate.len(), up.len(), "swiglu: lengths differ");
+    #[cfg(target_arch = "x86_64")]
+    if fast_f16() {
+        // SAFETY: AVX2/FMA/F16C presence checked by `fast_f16`.
+        return unsafe { avx2::swiglu(gate, up) };
+    }
+    scalar::swiglu(gate, up)
+}
+
+/// Σ f16(k[i]) · q[i] where `q` holds f16-exact values (llama.cpp's attention rounds queries to
+/// f16), summed in ggml's order (64 lanes, pairwise reduction).
+pub fn dot_f16_f16(k: &[u16], q: &[f32]) -> f32 {
+    assert_eq!(k.len(), q.len(), "dot_f16_f16: lengths differ");
+    #[cfg(target_arch = "x86_64")]
+    if fast_f16() {
+        // SAFETY: AVX2/FMA/F16C presence checked by `fast_f16`.
+        return unsafe { avx2::dot_f16_f16(k, q) };
+    }
+    scalar::dot_f16_f16(k, q)
+}
+
+/// y = f16(fma(x, a, y)) on f16 storage (llama.cpp's f16 attention accumulator).
+pub fn mad_f16(y: &mut [u16], x: &[u16], a: f32) {
+    assert_eq!(y.len(), x.len(), "mad_f16: lengths differ");
+    #[cfg(target_arch = "x86_64")]
+    if fast_f16() {
+        // SAFETY: AVX2/FMA/F16C presence checked by `fast_f16`.
+        return unsafe { avx2::mad_f16(y, x, a) };
+    }
+    scalar::mad_f16(y, x, a)
+}
+
+/// y = f16(y · a) on f16 storage.
+pub fn scale_f16(y: &mut [u16], a: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if fast_f16() {
+        // SAFETY: AVX2/FMA/F16C presence checked by `fast_f16`.
+        return unsafe { avx2::scale_f16(y, a) };
+    }
+    scalar::scale_f16(y, a)
+}
+
 /// Whether the SIMD f16 helpers may run (the CPU has them and `FLASHSLIM_ISA` is not `scalar`).
 fn fast_f16() -> bool {
     use std::sync::OnceLock;

@@ -9,7 +9,8 @@
 use super::ops::{add_in_place, rmsnorm, rope_apply, rope_table, swiglu};
 use super::{Model, ModelError};
 use crate::kernels::{
-    axpy_f16, dequantize_row, dot_f16, f32_to_f16, Kernels, MatJob, MatmulScratch, QMatrix,
+    dequantize_row, dot_f16_f16, f16_to_f32, f32_to_f16, mad_f16, scale_f16, Kernels, MatJob,
+    MatmulScratch, QMatrix,
 };
 use crate::weights::{Phase, TensorId, Weight, WeightSource};
 
@@ -480,7 +481,12 @@ fn forward_pass<'s>(
     Ok(&st.logits[..rows * c.n_vocab])
 }
 
-/// Online-softmax attention of one query head over cached positions `0..=last`.
+/// Widest head the attention keeps on the stack.
+const MAX_HEAD_DIM: usize = 512;
+
+/// Online-softmax attention of one query head over cached positions `0..=last`, with
+/// llama.cpp's flash-attention arithmetic: the query rounded to f16, f16·f16 scores in ggml's
+/// summation order, and the weighted sum of values kept in an f16 accumulator.
 fn attend(
     kv: &KvCache,
     l: usize,
@@ -491,24 +497,34 @@ fn attend(
     out: &mut [f32],
 ) {
     let hd = qh.len();
+    assert!(hd <= MAX_HEAD_DIM, "head dim {hd} exceeds {MAX_HEAD_DIM}");
+    let mut q16 = [0.0f32; MAX_HEAD_DIM];
+    for (d, &s) in q16.iter_mut().zip(qh) {
+        *d = f16_to_f32(f32_to_f16(s));
+    }
+    let q16 = &q16[..hd];
+    let mut acc = [0u16; MAX_HEAD_DIM];
+    let acc = &mut acc[..hd];
     let mut m = f32::NEG_INFINITY;
     let mut s = 0.0f32;
-    out.fill(0.0);
     for p in 0..=last {
         let at = kv.at(l, p) + kvh * hd;
-        let score = dot_f16(&kv.k[at..at + hd], qh) * scale;
+        let score = dot_f16_f16(&kv.k[at..at + hd], q16) * scale;
+        let (mut ms, mut vs) = (1.0f32, 1.0f32);
         if score > m {
-            let r = (m - score).exp();
-            out.iter_mut().for_each(|o| *o *= r);
-            s *= r;
+            ms = (m - score).exp();
             m = score;
+            scale_f16(acc, ms);
+        } else {
+            vs = (score - m).exp();
         }
-        let w = (score - m).exp();
-        axpy_f16(w, &kv.v[at..at + hd], out);
-        s += w;
+        mad_f16(acc, &kv.v[at..at + hd], vs);
+        s = s.mul_add(ms, vs);
     }
-    let inv = 1.0 / s;
-    out.iter_mut().for_each(|o| *o *= inv);
+    let inv = if s == 0.0 { 0.0 } else { 1.0 / s };
+    for (o, &a) in out.iter_mut().zip(acc.iter()) {
+        *o = f16_to_f32(a) * inv;
+    }
 }
 
 /// The attention output, written by disjoint tasks.
