@@ -212,10 +212,12 @@ impl ActBuf {
     }
 }
 
-/// Round half to even (the rounding of ggml's SIMD quantizers and of its `nearest_int`).
+/// Round half to even (the rounding of ggml's SIMD quantizers and of its `nearest_int`), for
+/// |v| ≤ 2²²: adding 1.5·2²³ leaves no fraction bits, so the FPU's default rounding does it.
 #[inline]
 fn rne(v: f32) -> i32 {
-    v.round_ties_even() as i32
+    const SHIFT: f32 = 12582912.0;
+    ((v + SHIFT) - SHIFT) as i32
 }
 
 /// Q8_0 / Q8_1, as ggml's x86 quantizer: `d = amax/127` (stored f16-rounded), codes

@@ -65,23 +65,31 @@ unsafe fn rows_t<B: Block>(
     dott: DotFn<B, TILE>,
 ) {
     let rb = w.len() / nrows.max(1);
-    for r in 0..nrows {
-        let row = B::slice(&w[r * rb..(r + 1) * rb]);
-        let mut t = 0;
-        while t + TILE <= a.n {
-            let xs: [ActRow; TILE] = std::array::from_fn(|i| a.row(t + i));
-            // SAFETY: features enabled on this function; bounds per the caller's contract.
-            let v = unsafe { dott(row, &xs) };
-            for (i, v) in v.into_iter().enumerate() {
-                // SAFETY: `t + i < a.n`, `r < nrows`.
-                unsafe { *out.add((t + i) * stride + r) = v };
-            }
-            t += TILE;
+    // Token views once per call, not per row.
+    let mut xs = [ActRow::EMPTY; 64];
+    for t0 in (0..a.n).step_by(xs.len()) {
+        let nt = (a.n - t0).min(xs.len());
+        for (i, x) in xs[..nt].iter_mut().enumerate() {
+            *x = a.row(t0 + i);
         }
-        while t < a.n {
-            // SAFETY: as above.
-            unsafe { *out.add(t * stride + r) = dot1(row, &[a.row(t)])[0] };
-            t += 1;
+        for r in 0..nrows {
+            let row = B::slice(&w[r * rb..(r + 1) * rb]);
+            let mut t = 0;
+            while t + TILE <= nt {
+                let tile: &[ActRow; TILE] = xs[t..t + TILE].try_into().expect("tile");
+                // SAFETY: features enabled on this function; bounds per the caller's contract.
+                let v = unsafe { dott(row, tile) };
+                for (i, v) in v.into_iter().enumerate() {
+                    // SAFETY: `t0 + t + i < a.n`, `r < nrows`.
+                    unsafe { *out.add((t0 + t + i) * stride + r) = v };
+                }
+                t += TILE;
+            }
+            while t < nt {
+                // SAFETY: as above.
+                unsafe { *out.add((t0 + t) * stride + r) = dot1(row, &[xs[t]])[0] };
+                t += 1;
+            }
         }
     }
 }

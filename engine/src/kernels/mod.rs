@@ -27,6 +27,10 @@ mod team;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 
 #[cfg(test)]
 mod tests;
@@ -200,9 +204,11 @@ pub(crate) fn rows_kernel(isa: Isa) -> RowsFn {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => avx2::rows,
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => avx2::rows,
+        Isa::Avx512 => avx512::rows,
         #[cfg(target_arch = "aarch64")]
-        Isa::Neon | Isa::NeonDot => scalar::rows,
+        Isa::Neon => neon::rows,
+        #[cfg(target_arch = "aarch64")]
+        Isa::NeonDot => neon::rows_dot,
         #[allow(unreachable_patterns)]
         other => panic!(
             "kernel path {} is not compiled for this architecture",
@@ -594,7 +600,9 @@ pub fn scale_f16(y: &mut [u16], a: f32) {
     scalar::scale_f16(y, a)
 }
 
-/// Whether the SIMD f16 helpers may run (the CPU has them and `FLASHSLIM_ISA` is not `scalar`).
+/// Whether the x86 SIMD element-wise helpers may run (the CPU has AVX2/FMA/F16C and
+/// `FLASHSLIM_ISA` is not `scalar`). On aarch64 these helpers are scalar for now.
+#[cfg(target_arch = "x86_64")]
 fn fast_f16() -> bool {
     use std::sync::OnceLock;
     static FAST: OnceLock<bool> = OnceLock::new();
