@@ -21,63 +21,115 @@ pub unsafe fn rows(ty: GgmlType, w: &[u8], nrows: usize, a: &Acts, out: *mut f32
     // SAFETY: forwarded contract.
     unsafe {
         match ty {
-            GgmlType::Q4_0 => {
-                rows_t::<BlockQ4_0>(w, nrows, a, out, stride, dot_q4_0::<1>, dot_q4_0::<TILE>)
-            }
-            GgmlType::Q4_1 => {
-                rows_t::<BlockQ4_1>(w, nrows, a, out, stride, dot_q4_1::<1>, dot_q4_1::<TILE>)
-            }
-            GgmlType::Q5_0 => {
-                rows_t::<BlockQ5_0>(w, nrows, a, out, stride, dot_q5_0::<1>, dot_q5_0::<TILE>)
-            }
-            GgmlType::Q5_1 => {
-                rows_t::<BlockQ5_1>(w, nrows, a, out, stride, dot_q5_1::<1>, dot_q5_1::<TILE>)
-            }
-            GgmlType::Q8_0 => {
-                rows_t::<BlockQ8_0>(w, nrows, a, out, stride, dot_q8_0::<1>, dot_q8_0::<TILE>)
-            }
+            GgmlType::Q4_0 => rows_t::<BlockQ4_0>(
+                w,
+                nrows,
+                a,
+                out,
+                stride,
+                dot_q4_0::<1, 1>,
+                dot_q4_0::<2, 1>,
+                dot_q4_0::<2, TILE>,
+            ),
+            GgmlType::Q4_1 => rows_t::<BlockQ4_1>(
+                w,
+                nrows,
+                a,
+                out,
+                stride,
+                dot_q4_1::<1, 1>,
+                dot_q4_1::<2, 1>,
+                dot_q4_1::<2, TILE>,
+            ),
+            GgmlType::Q5_0 => rows_t::<BlockQ5_0>(
+                w,
+                nrows,
+                a,
+                out,
+                stride,
+                dot_q5_0::<1, 1>,
+                dot_q5_0::<2, 1>,
+                dot_q5_0::<2, TILE>,
+            ),
+            GgmlType::Q5_1 => rows_t::<BlockQ5_1>(
+                w,
+                nrows,
+                a,
+                out,
+                stride,
+                dot_q5_1::<1, 1>,
+                dot_q5_1::<2, 1>,
+                dot_q5_1::<2, TILE>,
+            ),
+            GgmlType::Q8_0 => rows_t::<BlockQ8_0>(
+                w,
+                nrows,
+                a,
+                out,
+                stride,
+                dot_q8_0::<1, 1>,
+                dot_q8_0::<2, 1>,
+                dot_q8_0::<2, TILE>,
+            ),
             other => super::avx2::rows(other, w, nrows, a, out, stride),
         }
     }
 }
 
-type DotFn<B, const T: usize> = unsafe fn(&[B], &[ActRow; T]) -> [f32; T];
+/// `R` rows against `T` tokens.
+type DotFn<B, const R: usize, const T: usize> = unsafe fn([&[B]; R], &[ActRow; T]) -> [[f32; T]; R];
 
-/// Rows outer; tokens in tiles of [`TILE`] sharing each unpacked block pair.
+/// Rows in pairs (two independent accumulation chains, shared activation loads); tokens in
+/// tiles of [`TILE`] sharing each unpacked block pair, the rest one at a time.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn rows_t<B: Block>(
     w: &[u8],
     nrows: usize,
     a: &Acts,
     out: *mut f32,
     stride: usize,
-    dot1: DotFn<B, 1>,
-    dott: DotFn<B, TILE>,
+    dot11: DotFn<B, 1, 1>,
+    dot21: DotFn<B, 2, 1>,
+    dot2t: DotFn<B, 2, TILE>,
 ) {
     let rb = w.len() / nrows.max(1);
+    let row = |r: usize| B::slice(&w[r * rb..(r + 1) * rb]);
     let mut xs = [ActRow::EMPTY; 64];
     for t0 in (0..a.n).step_by(xs.len()) {
         let nt = (a.n - t0).min(xs.len());
         for (i, x) in xs[..nt].iter_mut().enumerate() {
             *x = a.row(t0 + i);
         }
-        for r in 0..nrows {
-            let row = B::slice(&w[r * rb..(r + 1) * rb]);
+        // SAFETY (all writes below): `t0 + t < a.n` and `r < nrows`, per the caller's contract.
+        let put = |t: usize, r: usize, v: f32| unsafe { *out.add((t0 + t) * stride + r) = v };
+        let mut r = 0;
+        while r + 2 <= nrows {
+            let rows = [row(r), row(r + 1)];
             let mut t = 0;
             while t + TILE <= nt {
                 let tile: &[ActRow; TILE] = xs[t..t + TILE].try_into().expect("tile");
-                // SAFETY: features enabled on this function; bounds per the caller's contract.
-                let v = unsafe { dott(row, tile) };
-                for (i, v) in v.into_iter().enumerate() {
-                    // SAFETY: `t0 + t + i < a.n`, `r < nrows`.
-                    unsafe { *out.add((t0 + t + i) * stride + r) = v };
+                // SAFETY: features enabled on this function.
+                let v = unsafe { dot2t(rows, tile) };
+                for i in 0..TILE {
+                    put(t + i, r, v[0][i]);
+                    put(t + i, r + 1, v[1][i]);
                 }
                 t += TILE;
             }
             while t < nt {
                 // SAFETY: as above.
-                unsafe { *out.add((t0 + t) * stride + r) = dot1(row, &[xs[t]])[0] };
+                let v = unsafe { dot21(rows, &[xs[t]]) };
+                put(t, r, v[0][0]);
+                put(t, r + 1, v[1][0]);
                 t += 1;
+            }
+            r += 2;
+        }
+        if r < nrows {
+            for t in 0..nt {
+                // SAFETY: as above.
+                put(t, r, unsafe { dot11([row(r)], &[xs[t]]) }[0][0]);
             }
         }
     }
@@ -160,79 +212,97 @@ unsafe fn hsum(v: __m256) -> f32 {
     }
 }
 
-/// Shared loop. `w2(b0, b1)` / `w1(b)` give unsigned codes `q + off` for two blocks / one block;
-/// `off` (0, 8, 16 or 128) is taken back out with a second `vpdpbusd` against the activations;
-/// `dm(b)` gives the f16 scale and, for the Q8_1-partnered formats, the min.
+/// Shared loop over `R` rows and `T` tokens. `w2(b0, b1)` / `w1(b)` give unsigned codes
+/// `q + off` for two blocks / one block; `off` (0, 8, 16 or 128) is taken back out with a second
+/// `vpdpbusd` against the activations; `dm(b)` gives the f16 scale and, for the
+/// Q8_1-partnered formats, the min.
 #[inline(always)]
-unsafe fn dot_family<B, const T: usize, const OFF: i8, const MIN: bool>(
-    bs: &[B],
+unsafe fn dot_family<B, const R: usize, const T: usize, const OFF: i8, const MIN: bool>(
+    rows: [&[B]; R],
     xs: &[ActRow; T],
     dm: impl Fn(&B) -> ([u8; 2], [u8; 2]),
     w2: impl Fn(&B, &B) -> __m512i,
     w1: impl Fn(&B) -> __m256i,
-) -> [f32; T] {
-    // SAFETY: AVX-512/VNNI/FMA/F16C in every caller; activation rows hold 32 codes per block.
+) -> [[f32; T]; R] {
+    // SAFETY: AVX-512/VNNI/FMA/F16C in every caller; activation rows hold 32 codes per block;
+    // all rows have the same number of blocks.
     unsafe {
-        let mut acc = [_mm256_setzero_ps(); T];
-        let mut mins = [0.0f32; T];
+        let mut acc = [[_mm256_setzero_ps(); T]; R];
+        let mut mins = [[0.0f32; T]; R];
         let off = _mm512_set1_epi8(OFF);
-        let nb = bs.len();
+        let nb = rows[0].len();
         let mut i = 0;
         while i + 2 <= nb {
-            let (b0, b1) = (&bs[i], &bs[i + 1]);
-            // Weights stream from memory once; ask for them a little ahead (past the row end
-            // is the next row).
-            _mm_prefetch::<_MM_HINT_T0>((b0 as *const B).cast::<i8>().wrapping_add(PREFETCH));
-            let w = w2(b0, b1);
-            let ((d0, m0), (d1, m1)) = (dm(b0), dm(b1));
-            let (dw0, dw1) = (f16s(d0), f16s(d1));
+            let mut w = [_mm512_setzero_si512(); R];
+            let mut dw = [[0.0f32; 2]; R];
+            let mut mw = [[0.0f32; 2]; R];
+            for r in 0..R {
+                let (b0, b1) = (&rows[r][i], &rows[r][i + 1]);
+                // Weights stream from memory once; ask for them a little ahead (past the row
+                // end is the next row).
+                _mm_prefetch::<_MM_HINT_T0>((b0 as *const B).cast::<i8>().wrapping_add(PREFETCH));
+                w[r] = w2(b0, b1);
+                let ((d0, m0), (d1, m1)) = (dm(b0), dm(b1));
+                dw[r] = [f16s(d0), f16s(d1)];
+                if MIN {
+                    mw[r] = [f16s(m0), f16s(m1)];
+                }
+            }
             for t in 0..T {
                 let x = _mm512_loadu_si512(xs[t].qs.as_ptr().add(i * QK).cast());
-                let mut lanes = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x);
-                if OFF != 0 {
-                    lanes = _mm512_sub_epi32(
-                        lanes,
-                        _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, x),
-                    );
-                }
+                let corr = if OFF != 0 {
+                    _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, x)
+                } else {
+                    _mm512_setzero_si512()
+                };
                 let xd = xs[t].d.as_ptr().add(i);
-                acc[t] = fma_pair(acc[t], dw0 * *xd, dw1 * *xd.add(1), lanes);
-                if MIN {
-                    let s = xs[t].s.as_ptr().add(i);
-                    mins[t] = f16s(m0).mul_add(*s, mins[t]);
-                    mins[t] = f16s(m1).mul_add(*s.add(1), mins[t]);
+                for r in 0..R {
+                    let mut lanes = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[r], x);
+                    if OFF != 0 {
+                        lanes = _mm512_sub_epi32(lanes, corr);
+                    }
+                    acc[r][t] = fma_pair(acc[r][t], dw[r][0] * *xd, dw[r][1] * *xd.add(1), lanes);
+                    if MIN {
+                        let s = xs[t].s.as_ptr().add(i);
+                        mins[r][t] = mw[r][0].mul_add(*s, mins[r][t]);
+                        mins[r][t] = mw[r][1].mul_add(*s.add(1), mins[r][t]);
+                    }
                 }
             }
             i += 2;
         }
         if i < nb {
-            let b = &bs[i];
-            let w = w1(b);
-            let (d, m) = dm(b);
-            let dw = f16s(d);
             let off = _mm256_set1_epi8(OFF);
-            for t in 0..T {
-                let x = _mm256_loadu_si256(xs[t].qs.as_ptr().add(i * QK).cast());
-                let mut lanes = _mm256_dpbusd_epi32(_mm256_setzero_si256(), w, x);
-                if OFF != 0 {
-                    lanes = _mm256_sub_epi32(
-                        lanes,
-                        _mm256_dpbusd_epi32(_mm256_setzero_si256(), off, x),
-                    );
-                }
-                let s = _mm256_set1_ps(dw * *xs[t].d.get_unchecked(i));
-                acc[t] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(lanes), acc[t]);
-                if MIN {
-                    mins[t] = f16s(m).mul_add(*xs[t].s.get_unchecked(i), mins[t]);
+            for r in 0..R {
+                let b = &rows[r][i];
+                let w = w1(b);
+                let (d, m) = dm(b);
+                let dw = f16s(d);
+                for t in 0..T {
+                    let x = _mm256_loadu_si256(xs[t].qs.as_ptr().add(i * QK).cast());
+                    let mut lanes = _mm256_dpbusd_epi32(_mm256_setzero_si256(), w, x);
+                    if OFF != 0 {
+                        lanes = _mm256_sub_epi32(
+                            lanes,
+                            _mm256_dpbusd_epi32(_mm256_setzero_si256(), off, x),
+                        );
+                    }
+                    let s = _mm256_set1_ps(dw * *xs[t].d.get_unchecked(i));
+                    acc[r][t] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(lanes), acc[r][t]);
+                    if MIN {
+                        mins[r][t] = f16s(m).mul_add(*xs[t].s.get_unchecked(i), mins[r][t]);
+                    }
                 }
             }
         }
-        std::array::from_fn(|t| {
-            if MIN {
-                hsum(acc[t]) + mins[t]
-            } else {
-                hsum(acc[t])
-            }
+        std::array::from_fn(|r| {
+            std::array::from_fn(|t| {
+                if MIN {
+                    hsum(acc[r][t]) + mins[r][t]
+                } else {
+                    hsum(acc[r][t])
+                }
+            })
         })
     }
 }
@@ -246,10 +316,13 @@ fn qh_mask(h0: [u8; 4], h1: [u8; 4]) -> u64 {
 const NO_M: [u8; 2] = [0, 0];
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn dot_q4_0<const T: usize>(bs: &[BlockQ4_0], xs: &[ActRow; T]) -> [f32; T] {
+unsafe fn dot_q4_0<const R: usize, const T: usize>(
+    bs: [&[BlockQ4_0]; R],
+    xs: &[ActRow; T],
+) -> [[f32; T]; R] {
     // SAFETY: features enabled here; `qs` is 16 bytes.
     unsafe {
-        dot_family::<_, T, 8, false>(
+        dot_family::<_, R, T, 8, false>(
             bs,
             xs,
             |b| (b.d, NO_M),
@@ -260,10 +333,13 @@ unsafe fn dot_q4_0<const T: usize>(bs: &[BlockQ4_0], xs: &[ActRow; T]) -> [f32; 
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn dot_q4_1<const T: usize>(bs: &[BlockQ4_1], xs: &[ActRow; T]) -> [f32; T] {
+unsafe fn dot_q4_1<const R: usize, const T: usize>(
+    bs: [&[BlockQ4_1]; R],
+    xs: &[ActRow; T],
+) -> [[f32; T]; R] {
     // SAFETY: features enabled here; `qs` is 16 bytes.
     unsafe {
-        dot_family::<_, T, 0, true>(
+        dot_family::<_, R, T, 0, true>(
             bs,
             xs,
             |b| (b.d, b.m),
@@ -274,11 +350,14 @@ unsafe fn dot_q4_1<const T: usize>(bs: &[BlockQ4_1], xs: &[ActRow; T]) -> [f32; 
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn dot_q5_0<const T: usize>(bs: &[BlockQ5_0], xs: &[ActRow; T]) -> [f32; T] {
+unsafe fn dot_q5_0<const R: usize, const T: usize>(
+    bs: [&[BlockQ5_0]; R],
+    xs: &[ActRow; T],
+) -> [[f32; T]; R] {
     // SAFETY: features enabled here.
     unsafe {
         let sixteen = _mm512_set1_epi8(16);
-        dot_family::<_, T, 16, false>(
+        dot_family::<_, R, T, 16, false>(
             bs,
             xs,
             |b| (b.d, NO_M),
@@ -295,11 +374,14 @@ unsafe fn dot_q5_0<const T: usize>(bs: &[BlockQ5_0], xs: &[ActRow; T]) -> [f32; 
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn dot_q5_1<const T: usize>(bs: &[BlockQ5_1], xs: &[ActRow; T]) -> [f32; T] {
+unsafe fn dot_q5_1<const R: usize, const T: usize>(
+    bs: [&[BlockQ5_1]; R],
+    xs: &[ActRow; T],
+) -> [[f32; T]; R] {
     // SAFETY: features enabled here.
     unsafe {
         let sixteen = _mm512_set1_epi8(16);
-        dot_family::<_, T, 0, true>(
+        dot_family::<_, R, T, 0, true>(
             bs,
             xs,
             |b| (b.d, b.m),
@@ -316,11 +398,14 @@ unsafe fn dot_q5_1<const T: usize>(bs: &[BlockQ5_1], xs: &[ActRow; T]) -> [f32; 
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn dot_q8_0<const T: usize>(bs: &[BlockQ8_0], xs: &[ActRow; T]) -> [f32; T] {
+unsafe fn dot_q8_0<const R: usize, const T: usize>(
+    bs: [&[BlockQ8_0]; R],
+    xs: &[ActRow; T],
+) -> [[f32; T]; R] {
     // SAFETY: features enabled here; `qs` is 32 bytes. Codes + 128 (a sign flip) are unsigned.
     unsafe {
         let flip = _mm512_set1_epi8(-128);
-        dot_family::<_, T, -128, false>(
+        dot_family::<_, R, T, -128, false>(
             bs,
             xs,
             |b| (b.d, NO_M),
