@@ -1,6 +1,8 @@
 // Developer check: greedy-decode from token ids given on the command line (no tokenizer needed).
 // Usage: greedy_ids MODEL N_GEN TOKEN_IDS...   (threads: GREEDY_THREADS, default 2; kernel path:
-// FLASHSLIM_ISA). Prints top-3 logits per step and the elapsed time on stderr, the ids on stdout.
+// FLASHSLIM_ISA; GREEDY_BAN=0,2,4 never picks those ids, like llama.cpp's --ignore-eos does with
+// end-of-generation tokens). Prints top-3 logits per step and the elapsed time on stderr, the ids
+// on stdout.
 use flashslim::gguf::Gguf;
 use flashslim::kernels::Kernels;
 use flashslim::model::{forward, KvCache, LogitsMode, Model, NoObserver, RunState};
@@ -34,8 +36,14 @@ fn main() {
     )
     .unwrap()
     .to_vec();
+    let ban: Vec<usize> = std::env::var("GREEDY_BAN").map_or(vec![], |b| {
+        b.split(',').map(|t| t.trim().parse().expect("GREEDY_BAN: token ids")).collect()
+    });
     let mut out = vec![];
     for pos in ids.len()..ids.len() + n_gen {
+        for &b in &ban {
+            logits[b] = f32::NEG_INFINITY;
+        }
         let (best, _) =
             logits
                 .iter()
