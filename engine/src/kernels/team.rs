@@ -2,8 +2,14 @@
 // spin on a shared job slot, so each matmul or attention step costs two atomic hand-offs instead of
 // a rayon fork/join (a decode token runs ~150 regions). The calling thread is worker 0.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
 use std::time::{Duration, Instant};
+
+thread_local! {
+    /// The team whose session this thread owns (only the owner may publish jobs).
+    static OWNED: Cell<*const Team> = const { Cell::new(std::ptr::null()) };
+}
 
 /// A job: `n_chunks` pieces handed out one at a time; `f(chunk, worker)`.
 struct Job<'f> {
@@ -47,20 +53,25 @@ impl Team {
         self.threads
     }
 
-    /// Run `body` with the helpers spinning in `pool` (nested sessions just run `body`).
+    /// Run `body` with the helpers spinning in `pool`. A nested call, or a call from another
+    /// thread while a session is open, just runs `body` (its regions then run on its thread).
     pub fn session<R>(&self, pool: &rayon::ThreadPool, body: impl FnOnce() -> R) -> R {
-        if self.threads == 1 || self.active.load(Relaxed) {
+        if self.threads == 1 || self.owned_here() {
+            return body();
+        }
+        if self.active.compare_exchange(false, true, SeqCst, SeqCst).is_err() {
             return body();
         }
         struct Close<'t>(&'t Team);
         impl Drop for Close<'_> {
             fn drop(&mut self) {
+                OWNED.with(|o| o.set(std::ptr::null()));
                 self.0.quit.store(true, SeqCst);
                 self.0.active.store(false, SeqCst);
             }
         }
         self.quit.store(false, SeqCst);
-        self.active.store(true, SeqCst);
+        OWNED.with(|o| o.set(self as *const Team));
         pool.in_place_scope(|s| {
             let close = Close(self);
             for w in 1..self.threads {
@@ -78,7 +89,7 @@ impl Team {
         if n_chunks == 0 {
             return;
         }
-        if n_chunks == 1 || !self.active.load(Relaxed) {
+        if n_chunks == 1 || !self.owned_here() {
             for c in 0..n_chunks {
                 f(c, 0);
             }
@@ -107,6 +118,10 @@ impl Team {
         while self.users.load(SeqCst) != 0 {
             std::hint::spin_loop();
         }
+    }
+
+    fn owned_here(&self) -> bool {
+        OWNED.with(|o| std::ptr::eq(o.get(), self))
     }
 
     fn helper(&self, worker: usize) {

@@ -473,3 +473,24 @@ fn f16_conversion_roundtrips() {
         assert_eq!(f32_to_f16(f), h, "half {h:#06x} → {f}");
     }
 }
+
+#[test]
+fn sessions_from_two_threads_do_not_mix() {
+    // One `Kernels` shared by two threads: whichever opens its session second runs its regions
+    // alone, and both get the right answers.
+    let mut rng = Rng::new(5);
+    let (ty, rows, cols, n) = (GgmlType::Q4_1, 96, 576, 2);
+    let w = random_matrix(ty, rows, cols, &mut rng);
+    let x = inputs(n, cols, &mut rng);
+    let want = run(&Kernels::with_isa(1, Isa::Scalar), ty, &w, rows, cols, &x, n);
+    let k = Kernels::with_isa(2, Isa::detect());
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                for _ in 0..20 {
+                    assert_eq!(run(&k, ty, &w, rows, cols, &x, n), want);
+                }
+            });
+        }
+    });
+}
