@@ -11,7 +11,8 @@
 #        scripts/cross-aarch64.sh run BIN [ARGS...]            (BIN: path of a built aarch64 binary)
 #        scripts/cross-aarch64.sh env                          (print the variables it sets)
 # QEMU_CPU picks the emulated CPU for test/run (e.g. max, cortex-a76 with dotprod; cortex-a57
-# without); default max.
+# without); default max. Binaries are linked statically (+crt-static): Debian bookworm's
+# qemu-user 7.2 hangs in pthread_create of dynamically linked aarch64 programs.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 . "$ROOT/scripts/lib.sh"
@@ -36,6 +37,7 @@ setup_env() {
     export CARGO_TARGET_DIR="$ROOT/target/aarch64-cross"
     export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
     export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L $SYSROOT"
+    export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static"
     export QEMU_CPU="${QEMU_CPU:-max}"
     # The host's rustup cargo must not shadow Debian's; run /usr/bin/cargo explicitly.
     CARGO=/usr/bin/cargo
@@ -64,13 +66,14 @@ case "$cmd" in
     env)
         setup_env
         for v in RUSTC CARGO_TARGET_DIR CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER \
-            CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER QEMU_CPU; do
+            CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS \
+            QEMU_CPU; do
             printf '%s=%q\n' "$v" "${!v}"
         done
         echo "CARGO=$CARGO"
         ;;
     *)
-        sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
+        sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2
         exit 2
         ;;
 esac
