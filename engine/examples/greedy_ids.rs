@@ -37,7 +37,9 @@ fn main() {
     .unwrap()
     .to_vec();
     let ban: Vec<usize> = std::env::var("GREEDY_BAN").map_or(vec![], |b| {
-        b.split(',').map(|t| t.trim().parse().expect("GREEDY_BAN: token ids")).collect()
+        b.split(',')
+            .map(|t| t.trim().parse().expect("GREEDY_BAN: token ids"))
+            .collect()
     });
     let mut out = vec![];
     for pos in ids.len()..ids.len() + n_gen {

@@ -111,9 +111,9 @@ unsafe fn rows_t<B: Block>(
                 let tile: &[ActRow; TILE] = xs[t..t + TILE].try_into().expect("tile");
                 // SAFETY: features enabled on this function.
                 let v = unsafe { dot2t(rows, tile) };
-                for i in 0..TILE {
-                    put(t + i, r, v[0][i]);
-                    put(t + i, r + 1, v[1][i]);
+                for (i, (&a, &b)) in v[0].iter().zip(&v[1]).enumerate() {
+                    put(t + i, r, a);
+                    put(t + i, r + 1, b);
                 }
                 t += TILE;
             }
@@ -127,9 +127,9 @@ unsafe fn rows_t<B: Block>(
             r += 2;
         }
         if r < nrows {
-            for t in 0..nt {
+            for (t, x) in xs[..nt].iter().enumerate() {
                 // SAFETY: as above.
-                put(t, r, unsafe { dot11([row(r)], &[xs[t]]) }[0][0]);
+                put(t, r, unsafe { dot11([row(r)], &[*x]) }[0][0]);
             }
         }
     }

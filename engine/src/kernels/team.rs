@@ -59,7 +59,11 @@ impl Team {
         if self.threads == 1 || self.owned_here() {
             return body();
         }
-        if self.active.compare_exchange(false, true, SeqCst, SeqCst).is_err() {
+        if self
+            .active
+            .compare_exchange(false, true, SeqCst, SeqCst)
+            .is_err()
+        {
             return body();
         }
         struct Close<'t>(&'t Team);

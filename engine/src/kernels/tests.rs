@@ -482,7 +482,15 @@ fn sessions_from_two_threads_do_not_mix() {
     let (ty, rows, cols, n) = (GgmlType::Q4_1, 96, 576, 2);
     let w = random_matrix(ty, rows, cols, &mut rng);
     let x = inputs(n, cols, &mut rng);
-    let want = run(&Kernels::with_isa(1, Isa::Scalar), ty, &w, rows, cols, &x, n);
+    let want = run(
+        &Kernels::with_isa(1, Isa::Scalar),
+        ty,
+        &w,
+        rows,
+        cols,
+        &x,
+        n,
+    );
     let k = Kernels::with_isa(2, Isa::detect());
     std::thread::scope(|s| {
         for _ in 0..2 {
