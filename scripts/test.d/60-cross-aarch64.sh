@@ -44,7 +44,7 @@ for p in "${prompts[@]}"; do
             printf 'x86-64:  %q\naarch64: %q\n' "$want" "$got" >&2
             die "aarch64 ($path, QEMU_CPU=$cpu) greedy text differs from x86-64 for prompt ${p:0:30}"
         fi
-        log "greedy equal on aarch64 ($path, QEMU_CPU=$cpu): ${want:0:40}..."
+        log "greedy equal on aarch64 ($path, QEMU_CPU=$cpu): $(head -c 40 <<<"$want" | tr '\n' ' ')..."
     done
 done
 
@@ -54,6 +54,6 @@ n="$(grep -c 'Provider: flashslim' <<<"$notes" || true)"
 want_n="$(grep -c 'Provider: flashslim' < <(readelf -n "$x86") || true)"
 [[ "$n" -gt 0 && "$n" == "$want_n" ]] || die "aarch64 binary has $n flashslim probes, x86-64 has $want_n"
 args="$(grep -A3 'Provider: flashslim' <<<"$notes" | grep 'Arguments:' | sed 's/.*Arguments: *//')"
-bad="$(tr ' ' '\n' <<<"$args" | grep -v -E '^-?[0-9]+@(x[0-9]+|\[sp(, *-?[0-9]+)?\]|-?[0-9]+)$' | grep -v '^$' || true)"
+bad="$(sed 's/, */,/g' <<<"$args" | tr ' ' '\n' | grep -v -E '^-?[0-9]+@(x[0-9]+|\[sp(,-?[0-9]+)?\]|-?[0-9]+)$' | grep -v '^$' || true)"
 [[ -z "$bad" ]] || die "non-arm64 probe arguments in the aarch64 binary: $(echo $bad | head -c 200)"
 log "$n probes, arguments e.g.: $(head -3 <<<"$args" | tr '\n' ' ')"

@@ -8,7 +8,7 @@ use crate::gguf::GgmlType;
 use std::arch::x86_64::*;
 
 /// Tokens per prefill tile.
-const TILE: usize = 4;
+const TILE: usize = 8;
 /// Bytes ahead of the current block that are prefetched.
 const PREFETCH: usize = 1024;
 
