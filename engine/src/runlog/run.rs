@@ -41,6 +41,7 @@ impl RunLog {
             self.manifest.plan = Some(PlanInfo {
                 path: sess.options.plan.as_ref().map(|p| p.display().to_string()),
                 identity: None,
+                device_bandwidth_bytes_per_s: None,
             });
         }
         self.dir.write_manifest(&self.manifest)
