@@ -1,4 +1,8 @@
 // Developer check: greedy-decode from token ids given on the command line (no tokenizer needed).
+// Usage: greedy_ids MODEL N_GEN TOKEN_IDS...   (threads: GREEDY_THREADS, default 2; kernel path:
+// FLASHSLIM_ISA; GREEDY_BAN=0,2,4 never picks those ids, like llama.cpp's --ignore-eos does with
+// end-of-generation tokens). Prints top-3 logits per step and the elapsed time on stderr, the ids
+// on stdout.
 use flashslim::gguf::Gguf;
 use flashslim::kernels::Kernels;
 use flashslim::model::{forward, KvCache, LogitsMode, Model, NoObserver, RunState};
@@ -13,7 +17,9 @@ fn main() {
     let g = Arc::new(Gguf::open(path).unwrap());
     let src = RamSource::open(path, g.clone()).unwrap();
     let model = Model::load(g, &src).unwrap();
-    let kern = Kernels::new(2);
+    let threads = std::env::var("GREEDY_THREADS").map_or(2, |t| t.parse().expect("GREEDY_THREADS"));
+    let kern = Kernels::new(threads);
+    eprintln!("kernels: {} × {} threads", kern.isa(), kern.threads());
     let mut st = RunState::new(&model, 64, false);
     let mut kv = KvCache::new(&model, 256);
     let t0 = std::time::Instant::now();
@@ -30,9 +36,16 @@ fn main() {
     )
     .unwrap()
     .to_vec();
-    let mut pos = ids.len();
+    let ban: Vec<usize> = std::env::var("GREEDY_BAN").map_or(vec![], |b| {
+        b.split(',')
+            .map(|t| t.trim().parse().expect("GREEDY_BAN: token ids"))
+            .collect()
+    });
     let mut out = vec![];
-    for _ in 0..n_gen {
+    for pos in ids.len()..ids.len() + n_gen {
+        for &b in &ban {
+            logits[b] = f32::NEG_INFINITY;
+        }
         let (best, _) =
             logits
                 .iter()
@@ -55,7 +68,6 @@ fn main() {
         )
         .unwrap()
         .to_vec();
-        pos += 1;
     }
     eprintln!("{:?}", t0.elapsed());
     println!("{:?}", out);

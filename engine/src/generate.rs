@@ -13,6 +13,8 @@ use crate::weights::Phase;
 pub struct GenOptions {
     /// Tokens to generate (the first comes from the prompt's logits).
     pub n_predict: usize,
+    /// Never stop on end-of-generation tokens: like llama.cpp's `--ignore-eos`, their logits are
+    /// set to -inf so they are never sampled.
     pub ignore_eos: bool,
     /// Prompt tokens per prefill pass.
     pub n_batch: usize,
@@ -147,6 +149,11 @@ pub fn generate(
     let mut pos = 0;
     let mut pass = 0;
     let mut logits_row: Vec<f32> = Vec::new();
+    let banned: Vec<u32> = if opts.ignore_eos {
+        (0..m.config.n_vocab as u32).filter(|&t| is_eog(t)).collect()
+    } else {
+        Vec::new()
+    };
     for chunk in prompt.chunks(batch) {
         let last = pos + chunk.len() == prompt.len();
         sink.pass_begin(pass, Phase::Prefill, chunk.len());
@@ -169,6 +176,9 @@ pub fn generate(
     loop {
         let index = stats.generated.len();
         sink.sample_begin(index);
+        for &b in &banned {
+            logits_row[b as usize] = f32::NEG_INFINITY;
+        }
         let tok = sampler.sample(&logits_row);
         sampler.accept(tok);
         stats.token_ns.push(monotonic_ns());

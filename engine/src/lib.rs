@@ -8,6 +8,7 @@ pub mod generate;
 pub mod gguf;
 pub mod kernels;
 pub mod model;
+pub mod plan;
 pub mod probes;
 pub mod procstat;
 pub mod profile;

@@ -4,8 +4,10 @@
 use crate::gguf::{Gguf, GgufError};
 use crate::kernels::Kernels;
 use crate::model::{Model, ModelError};
-use crate::probes::monotonic_ns;
-use crate::weights::{MmapSource, RamSource, SourceKind, WeightError, WeightSource};
+use crate::probes::{monotonic_ns, Stage};
+use crate::weights::{
+    MmapSource, RamSource, SourceKind, StreamOptions, StreamSource, WeightError, WeightSource,
+};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,6 +22,9 @@ pub struct SessionOptions {
     pub budget: Option<u64>,
     /// A plan file for `stream` (from `flashslim plan`).
     pub plan: Option<PathBuf>,
+    /// Keep per-chunk I/O events from the very first read (prefetch starts while the source
+    /// attaches), for `io.jsonl`.
+    pub record_io: bool,
 }
 
 impl Default for SessionOptions {
@@ -29,6 +34,7 @@ impl Default for SessionOptions {
             threads: 0,
             budget: None,
             plan: None,
+            record_io: false,
         }
     }
 }
@@ -91,6 +97,17 @@ pub fn available_threads() -> usize {
 
 impl Session {
     pub fn open(path: &Path, options: SessionOptions) -> Result<Session, SessionError> {
+        Self::open_staged(path, options, &mut |_, _| {})
+    }
+
+    /// [`Session::open`], calling `stage(Stage::Plan, true/false)` around the weight source's
+    /// planning (a streaming source plans and starts prefetching in `attach_model`), so a
+    /// profiler can record it as its own stage.
+    pub fn open_staged(
+        path: &Path,
+        options: SessionOptions,
+        stage: &mut dyn FnMut(Stage, bool),
+    ) -> Result<Session, SessionError> {
         let t0 = monotonic_ns();
         if !path.exists() {
             return Err(SessionError::NotFound(path.to_path_buf()));
@@ -100,9 +117,13 @@ impl Session {
             SourceKind::Ram => Box::new(RamSource::open(path, gguf.clone())?),
             SourceKind::Mmap => Box::new(MmapSource::open(path, gguf.clone())?),
             SourceKind::Stream => {
-                return Err(SessionError::Options(
-                    "--weights stream is not available in this build yet".into(),
-                ))
+                if options.budget.is_none() && options.plan.is_none() {
+                    return Err(SessionError::Options(
+                        "--weights stream needs --budget SIZE (or --plan FILE)".into(),
+                    ));
+                }
+                let opts = StreamOptions::from_env(options.budget, options.plan.as_deref())?;
+                Box::new(StreamSource::open(path, gguf.clone(), opts)?)
             }
         };
         if options.weights != SourceKind::Stream
@@ -113,7 +134,22 @@ impl Session {
             ));
         }
         let model = Model::load(gguf.clone(), source.as_ref())?;
-        source.attach_model(&model)?;
+        if options.record_io {
+            source.record_io(true);
+        }
+        let plans = source.kind() == SourceKind::Stream;
+        if plans {
+            stage(Stage::Plan, true);
+        }
+        let attached = source.attach_model(&model);
+        if plans {
+            stage(Stage::Plan, false);
+        }
+        attached?;
+        if let Some(s) = source.describe() {
+            // What the streaming source chose (and whether it planned on the fly), on stderr.
+            eprintln!("stream: {s}");
+        }
         let threads = if options.threads == 0 {
             available_threads()
         } else {

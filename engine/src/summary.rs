@@ -42,7 +42,7 @@ impl RunSummary {
     pub fn new(sess: &Session, g: &GenStats) -> RunSummary {
         let tpot = g.inter_token_ns();
         let src = sess.source.stats();
-        RunSummary {
+        let mut r = RunSummary {
             model: sess.path.display().to_string(),
             weights_mode: sess.source.kind().name().to_string(),
             threads: sess.kernels.threads(),
@@ -64,7 +64,24 @@ impl RunSummary {
             streamed_bytes_per_token: None,
             stall_ms_per_token: None,
             overlap_pct: None,
+        };
+        if let Some(s) = &src.stream {
+            // Per token = per decode pass (one token each); a run without decode passes reports
+            // its prefill passes per prompt token.
+            let (ph, tokens) = if s.decode.passes > 0 {
+                (&s.decode, s.decode.tokens)
+            } else {
+                (&s.prefill, s.prefill.tokens)
+            };
+            let per = |x: u64| (tokens > 0).then(|| x as f64 / tokens as f64);
+            r.budget_bytes = Some(s.budget_bytes);
+            r.streamed_bytes_per_token = per(ph.streamed_bytes);
+            r.stall_ms_per_token = per(ph.stall_ns).map(|ns| ns / 1e6);
+            r.overlap_pct = (ph.io_busy_ns > 0).then(|| {
+                100.0 * ph.io_busy_ns.saturating_sub(ph.stall_ns) as f64 / ph.io_busy_ns as f64
+            });
         }
+        r
     }
 
     /// The stderr lines.

@@ -3,8 +3,10 @@
 mod bench;
 mod inspect;
 mod perplexity;
+mod plan;
 mod profile;
 mod run;
+mod synth;
 mod tokenize;
 
 use anyhow::{Context, Result};
@@ -45,6 +47,10 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Profile a run: bpftrace scripts + run directory (config: /etc/flashslim/profile.conf).
     Profile(profile::ProfileArgs),
+    /// Measure the device, profile compute and write a streaming plan for --weights stream.
+    Plan(plan::PlanArgs),
+    /// Write a SYNTHETIC TinyLlama-1.1B-shaped Q4_0 GGUF with random weights (benchmarks).
+    Synth(synth::SynthArgs),
 }
 
 /// `-m MODEL`.
@@ -93,6 +99,7 @@ impl WeightOpts {
             threads,
             budget: self.budget,
             plan: self.plan.clone(),
+            record_io: false,
         }
     }
 }
@@ -115,8 +122,21 @@ impl ModelOpts {
     }
 
     pub fn open(&self) -> Result<Session> {
+        self.open_staged(false, &mut |_, _| {})
+    }
+
+    /// Open, reporting the planning stage to `stage` (see `Session::open_staged`).
+    pub fn open_staged(
+        &self,
+        record_io: bool,
+        stage: &mut dyn FnMut(flashslim::probes::Stage, bool),
+    ) -> Result<Session> {
         let path = self.model_path()?;
-        Session::open(&path, self.weights.session_options(self.threads))
+        let opts = SessionOptions {
+            record_io,
+            ..self.weights.session_options(self.threads)
+        };
+        Session::open_staged(&path, opts, stage)
             .with_context(|| format!("cannot load {}", path.display()))
     }
 }
@@ -155,6 +175,8 @@ pub fn main() -> ExitCode {
         Command::Bench(a) => bench::main(a),
         Command::Inspect(a) => inspect::main(a),
         Command::Profile(a) => profile::main(a),
+        Command::Plan(a) => plan::main(a),
+        Command::Synth(a) => synth::main(a),
     };
     match r {
         Ok(code) => code,

@@ -395,7 +395,13 @@ fn generate_all(
     }
     prof.begin(Stage::Run, None);
     prof.begin(Stage::LoadModel, None);
-    let sess = a.model.open()?;
+    let sess = a.model.open_staged(log.is_some(), &mut |stage, begin| {
+        if begin {
+            prof.begin(stage, None)
+        } else {
+            prof.end(stage)
+        }
+    })?;
     prof.end(Stage::LoadModel);
     if let Some(l) = log.as_deref_mut() {
         l.set_model(&sess)?;
@@ -403,7 +409,6 @@ fn generate_all(
         l.set_format("tokens", JSONL_VERSION);
         if sess.source.kind() == SourceKind::Stream {
             l.set_format("io", JSONL_VERSION);
-            sess.source.record_io(true);
         }
     }
     if let Some(sig) = signals::received() {

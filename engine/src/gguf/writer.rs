@@ -62,6 +62,44 @@ impl GgufWriter {
     }
 
     pub fn write<W: Write>(&self, w: &mut W) -> io::Result<()> {
+        self.write_impl(w, false, &mut |_, _| Ok(()))
+    }
+
+    /// Declare a tensor whose bytes are produced while writing (see [`Self::write_with`]), so
+    /// a large file never has to sit in memory.
+    pub fn tensor_deferred(&mut self, name: &str, ty: GgmlType, dims: &[u64]) -> &mut Self {
+        self.tensors.push(PendingTensor {
+            name: name.to_string(),
+            ty,
+            dims: dims.to_vec(),
+            data: Vec::new(),
+        });
+        self
+    }
+
+    /// Write the file; each tensor declared with [`Self::tensor_deferred`] is filled by
+    /// `fill(index, w)`, which must write exactly its size in bytes.
+    pub fn write_with<W: Write>(
+        &self,
+        w: &mut W,
+        fill: &mut dyn FnMut(usize, &mut W) -> io::Result<()>,
+    ) -> io::Result<()> {
+        self.write_impl(w, true, fill)
+    }
+
+    fn write_impl<W: Write>(
+        &self,
+        w: &mut W,
+        deferred: bool,
+        fill: &mut dyn FnMut(usize, &mut W) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let size = |t: &PendingTensor| -> u64 {
+            if deferred && t.data.is_empty() {
+                t.dims.iter().product::<u64>() / t.ty.block_size() * t.ty.type_size()
+            } else {
+                t.data.len() as u64
+            }
+        };
         let align = self.alignment();
         let mut head = Vec::new();
         head.extend_from_slice(b"GGUF");
@@ -84,19 +122,23 @@ impl GgufWriter {
             head.extend_from_slice(&t.ty.id().to_le_bytes());
             head.extend_from_slice(&rel.to_le_bytes());
             offsets.push(rel);
-            rel = (rel + t.data.len() as u64).div_ceil(align) * align;
+            rel = (rel + size(t)).div_ceil(align) * align;
         }
         let data_start = (head.len() as u64).div_ceil(align) * align;
         head.resize(data_start as usize, 0);
         w.write_all(&head)?;
         let mut written = 0u64;
-        for (t, off) in self.tensors.iter().zip(offsets) {
+        for (i, (t, off)) in self.tensors.iter().zip(offsets).enumerate() {
             if written < off {
                 w.write_all(&vec![0u8; (off - written) as usize])?;
                 written = off;
             }
-            w.write_all(&t.data)?;
-            written += t.data.len() as u64;
+            if deferred && t.data.is_empty() {
+                fill(i, w)?;
+            } else {
+                w.write_all(&t.data)?;
+            }
+            written += size(t);
         }
         Ok(())
     }

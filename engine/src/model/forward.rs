@@ -9,10 +9,10 @@
 use super::ops::{add_in_place, rmsnorm, rope_apply, rope_table, swiglu};
 use super::{Model, ModelError};
 use crate::kernels::{
-    axpy_f16, dequantize_row, dot_f16, f32_to_f16, Kernels, MatJob, MatmulScratch, QMatrix,
+    dequantize_row, dot_f16_f16, f16_to_f32, f32_to_f16, mad_f16, scale_f16, Kernels, MatJob,
+    MatmulScratch, QMatrix,
 };
 use crate::weights::{Phase, TensorId, Weight, WeightSource};
-use rayon::prelude::*;
 
 /// Which rows of logits a pass computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,8 +183,26 @@ fn qmatrix<'a>(model: &Model, id: TensorId, w: &'a Weight<'_>) -> QMatrix<'a> {
 
 /// Run `tokens` (at positions `pos..pos+n`) through the model. Returns the requested logits:
 /// `n_vocab` floats per row (one row for `Last`, `n` rows for `All`, none for `None`).
+///
+/// The pass runs on the calling thread inside one [`Kernels::session`], so the other workers
+/// stay ready between its ~150 parallel regions instead of being woken for each.
 #[allow(clippy::too_many_arguments)]
 pub fn forward<'s>(
+    model: &Model,
+    src: &dyn WeightSource,
+    kern: &Kernels,
+    st: &'s mut RunState,
+    kv: &mut KvCache,
+    tokens: &[u32],
+    pos: usize,
+    logits: LogitsMode,
+    obs: &mut dyn Observer,
+) -> Result<&'s [f32], ModelError> {
+    kern.session(|| forward_pass(model, src, kern, st, kv, tokens, pos, logits, obs))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn forward_pass<'s>(
     model: &Model,
     src: &dyn WeightSource,
     kern: &Kernels,
@@ -344,33 +362,17 @@ pub fn forward<'s>(
         {
             let kvr: &KvCache = kv;
             let q = &st.q;
-            kern.install(|| {
-                st.att[..n * qd]
-                    .par_chunks_mut(hd)
-                    .enumerate()
-                    .for_each(|(i, out)| {
-                        let (t, h) = (i / n_head, i % n_head);
-                        let qh = &q[t * qd + h * hd..t * qd + (h + 1) * hd];
-                        let kvh = h / group;
-                        let mut m = f32::NEG_INFINITY;
-                        let mut s = 0.0f32;
-                        out.fill(0.0);
-                        for p in 0..=pos + t {
-                            let at = kvr.at(l, p) + kvh * hd;
-                            let score = dot_f16(&kvr.k[at..at + hd], qh) * scale;
-                            if score > m {
-                                let r = (m - score).exp();
-                                out.iter_mut().for_each(|o| *o *= r);
-                                s *= r;
-                                m = score;
-                            }
-                            let w = (score - m).exp();
-                            axpy_f16(w, &kvr.v[at..at + hd], out);
-                            s += w;
-                        }
-                        let inv = 1.0 / s;
-                        out.iter_mut().for_each(|o| *o *= inv);
-                    });
+            let att = OutPtr(st.att.as_mut_ptr());
+            let tasks = n * n_head;
+            let chunks = tasks.min(4 * kern.threads() * 4).max(1);
+            kern.parallel(chunks, &|c, _| {
+                for i in c * tasks / chunks..(c + 1) * tasks / chunks {
+                    let (t, h) = (i / n_head, i % n_head);
+                    let qh = &q[t * qd + h * hd..t * qd + (h + 1) * hd];
+                    // SAFETY: task `i` alone writes `att[i*hd..(i+1)*hd]`, inside `n * qd`.
+                    let out = unsafe { std::slice::from_raw_parts_mut(att.at(i * hd), hd) };
+                    attend(kvr, l, pos + t, h / group, qh, scale, out);
+                }
             });
         }
         obs.op_end(lu, OpKind::Attention, &[]);
@@ -478,3 +480,62 @@ pub fn forward<'s>(
     src.end_pass()?;
     Ok(&st.logits[..rows * c.n_vocab])
 }
+
+/// Widest head the attention keeps on the stack.
+const MAX_HEAD_DIM: usize = 512;
+
+/// Online-softmax attention of one query head over cached positions `0..=last`, with
+/// llama.cpp's flash-attention arithmetic: the query rounded to f16, f16·f16 scores in ggml's
+/// summation order, and the weighted sum of values kept in an f16 accumulator.
+fn attend(
+    kv: &KvCache,
+    l: usize,
+    last: usize,
+    kvh: usize,
+    qh: &[f32],
+    scale: f32,
+    out: &mut [f32],
+) {
+    let hd = qh.len();
+    assert!(hd <= MAX_HEAD_DIM, "head dim {hd} exceeds {MAX_HEAD_DIM}");
+    let mut q16 = [0.0f32; MAX_HEAD_DIM];
+    for (d, &s) in q16.iter_mut().zip(qh) {
+        *d = f16_to_f32(f32_to_f16(s));
+    }
+    let q16 = &q16[..hd];
+    let mut acc = [0u16; MAX_HEAD_DIM];
+    let acc = &mut acc[..hd];
+    let mut m = f32::NEG_INFINITY;
+    let mut s = 0.0f32;
+    for p in 0..=last {
+        let at = kv.at(l, p) + kvh * hd;
+        let score = dot_f16_f16(&kv.k[at..at + hd], q16) * scale;
+        let (mut ms, mut vs) = (1.0f32, 1.0f32);
+        if score > m {
+            ms = (m - score).exp();
+            m = score;
+            scale_f16(acc, ms);
+        } else {
+            vs = (score - m).exp();
+        }
+        mad_f16(acc, &kv.v[at..at + hd], vs);
+        s = s.mul_add(ms, vs);
+    }
+    let inv = if s == 0.0 { 0.0 } else { 1.0 / s };
+    for (o, &a) in out.iter_mut().zip(acc.iter()) {
+        *o = f16_to_f32(a) * inv;
+    }
+}
+
+/// The attention output, written by disjoint tasks.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+impl OutPtr {
+    fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
+// SAFETY: tasks write disjoint ranges while `forward_pass` holds the `&mut` borrow.
+unsafe impl Send for OutPtr {}
+// SAFETY: as above.
+unsafe impl Sync for OutPtr {}

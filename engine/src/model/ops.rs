@@ -1,11 +1,13 @@
 // Small per-token ops of the forward pass: RMSNorm, RoPE tables and rotation, SwiGLU. They follow
-// ggml's CPU arithmetic (f64 sum in RMSNorm, iterated theta in RoPE) so results track llama.cpp.
+// ggml's x86 CPU arithmetic to the bit (f32 squares summed in f64 in RMSNorm, iterated theta and
+// the fused multiply-adds of its vectorized rotation in RoPE, its `expf` in SwiGLU) so greedy
+// decoding tracks llama.cpp through near-ties.
 
 use super::RopeStyle;
 
 /// out = x / sqrt(mean(x²) + eps) * w
 pub fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
-    let sum: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
+    let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
     let mean = (sum / x.len() as f64) as f32;
     let scale = 1.0 / (mean + eps).sqrt();
     for ((o, &xi), &wi) in out.iter_mut().zip(x).zip(w) {
@@ -34,32 +36,29 @@ pub fn rope_table(
     }
 }
 
-/// Rotate the first `2 * cos.len()` dims of one head in place.
+/// Rotate the first `2 * cos.len()` dims of one head in place. As ggml's compiled (vectorized)
+/// rotation: `fma(x0, cos, −x1·sin)` and `fma(x0, sin, x1·cos)`, the second products rounded
+/// first.
 pub fn rope_apply(head: &mut [f32], cos: &[f32], sin: &[f32], style: RopeStyle) {
     let half = cos.len();
+    let rot = |x0: f32, x1: f32, c: f32, s: f32| (x0.mul_add(c, -(x1 * s)), x0.mul_add(s, x1 * c));
     match style {
         RopeStyle::Normal => {
             for i in 0..half {
-                let (x0, x1) = (head[2 * i], head[2 * i + 1]);
-                head[2 * i] = x0 * cos[i] - x1 * sin[i];
-                head[2 * i + 1] = x0 * sin[i] + x1 * cos[i];
+                (head[2 * i], head[2 * i + 1]) = rot(head[2 * i], head[2 * i + 1], cos[i], sin[i]);
             }
         }
         RopeStyle::Neox => {
             for i in 0..half {
-                let (x0, x1) = (head[i], head[i + half]);
-                head[i] = x0 * cos[i] - x1 * sin[i];
-                head[i + half] = x0 * sin[i] + x1 * cos[i];
+                (head[i], head[i + half]) = rot(head[i], head[i + half], cos[i], sin[i]);
             }
         }
     }
 }
 
-/// gate = silu(gate) * up
+/// gate = silu(gate) * up (ggml's arithmetic, see [`crate::kernels::swiglu`]).
 pub fn swiglu(gate: &mut [f32], up: &[f32]) {
-    for (g, &u) in gate.iter_mut().zip(up) {
-        *g = *g / (1.0 + (-*g).exp()) * u;
-    }
+    crate::kernels::swiglu(gate, up)
 }
 
 pub fn add_in_place(x: &mut [f32], y: &[f32]) {

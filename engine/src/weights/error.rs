@@ -22,6 +22,8 @@ pub enum WeightError {
     Storage(String),
     /// The model file changed since it was planned or opened.
     FileChanged(String),
+    /// A streaming plan is malformed or belongs to another model or budget.
+    Plan(crate::plan::PlanError),
 }
 
 impl fmt::Display for WeightError {
@@ -34,6 +36,7 @@ impl fmt::Display for WeightError {
             | WeightError::Budget(m)
             | WeightError::Storage(m)
             | WeightError::FileChanged(m) => f.write_str(m),
+            WeightError::Plan(e) => write!(f, "{e}"),
         }
     }
 }
@@ -43,6 +46,15 @@ impl std::error::Error for WeightError {
         match self {
             WeightError::Io { source, .. } => Some(source),
             _ => None,
+        }
+    }
+}
+
+impl From<crate::plan::PlanError> for WeightError {
+    fn from(e: crate::plan::PlanError) -> Self {
+        match e {
+            crate::plan::PlanError::Budget(m) => WeightError::Budget(m),
+            other => WeightError::Plan(other),
         }
     }
 }

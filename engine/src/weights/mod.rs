@@ -6,10 +6,12 @@
 mod error;
 mod mmap;
 mod ram;
+pub mod stream;
 
 pub use error::WeightError;
 pub use mmap::MmapSource;
 pub use ram::RamSource;
+pub use stream::{StreamOptions, StreamSource, StreamStats};
 
 use crate::gguf::Gguf;
 use std::sync::Arc;
@@ -141,6 +143,8 @@ pub struct SourceStats {
     pub stall_ns: u64,
     /// Passes started.
     pub passes: u64,
+    /// Streaming details (`--weights stream` only).
+    pub stream: Option<StreamStats>,
 }
 
 /// What happened to a streamed chunk (recorded for `io.jsonl` and mirrored by USDT probes).
@@ -208,6 +212,11 @@ pub trait WeightSource: Send + Sync {
 
     /// Move the recorded I/O events into `out` (oldest first).
     fn drain_io_events(&self, _out: &mut Vec<IoEvent>) {}
+
+    /// One line on how the source placed the weights (the streaming plan), if it has one.
+    fn describe(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Shared model header used by every source.

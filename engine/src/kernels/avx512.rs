@@ -1,0 +1,426 @@
+// x86-64 AVX-512 (F/BW/VL + VNNI) kernels for the 32-element formats: two blocks per 512-bit
+// register and `vpdpbusd` for the integer part, the f32 lane accumulation kept exactly as in
+// `blocks` (so results equal the scalar path bit for bit). Other types use the AVX2 kernels.
+
+use super::act::{ActRow, Acts};
+use super::blocks::*;
+use crate::gguf::GgmlType;
+use std::arch::x86_64::*;
+
+/// Tokens per prefill tile.
+const TILE: usize = 4;
+/// Bytes ahead of the current block that are prefetched.
+const PREFETCH: usize = 1024;
+
+/// AVX-512 rows kernel (see [`super::RowsFn`]).
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C; `out[t*stride + i]` writable for
+/// `t < a.n`, `i < nrows`.
+pub unsafe fn rows(ty: GgmlType, w: &[u8], nrows: usize, a: &Acts, out: *mut f32, stride: usize) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        match ty {
+            GgmlType::Q4_0 => rows_t::<BlockQ4_0>(
+                w,
+                nrows,
+                a,
+                out,
+                stride,
+                dot_q4_0::<1, 1>,
+                dot_q4_0::<2, 1>,
+                dot_q4_0::<2, TILE>,
+            ),
+            GgmlType::Q4_1 => rows_t::<BlockQ4_1>(
+                w,
+                nrows,
+                a,
+                out,
+                stride,
+                dot_q4_1::<1, 1>,
+                dot_q4_1::<2, 1>,
+                dot_q4_1::<2, TILE>,
+            ),
+            GgmlType::Q5_0 => rows_t::<BlockQ5_0>(
+                w,
+                nrows,
+                a,
+                out,
+                stride,
+                dot_q5_0::<1, 1>,
+                dot_q5_0::<2, 1>,
+                dot_q5_0::<2, TILE>,
+            ),
+            GgmlType::Q5_1 => rows_t::<BlockQ5_1>(
+                w,
+                nrows,
+                a,
+                out,
+                stride,
+                dot_q5_1::<1, 1>,
+                dot_q5_1::<2, 1>,
+                dot_q5_1::<2, TILE>,
+            ),
+            GgmlType::Q8_0 => rows_t::<BlockQ8_0>(
+                w,
+                nrows,
+                a,
+                out,
+                stride,
+                dot_q8_0::<1, 1>,
+                dot_q8_0::<2, 1>,
+                dot_q8_0::<2, TILE>,
+            ),
+            other => super::avx2::rows(other, w, nrows, a, out, stride),
+        }
+    }
+}
+
+/// `R` rows against `T` tokens.
+type DotFn<B, const R: usize, const T: usize> = unsafe fn([&[B]; R], &[ActRow; T]) -> [[f32; T]; R];
+
+/// Rows in pairs (two independent accumulation chains, shared activation loads); tokens in
+/// tiles of [`TILE`] sharing each unpacked block pair, the rest one at a time.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn rows_t<B: Block>(
+    w: &[u8],
+    nrows: usize,
+    a: &Acts,
+    out: *mut f32,
+    stride: usize,
+    dot11: DotFn<B, 1, 1>,
+    dot21: DotFn<B, 2, 1>,
+    dot2t: DotFn<B, 2, TILE>,
+) {
+    let rb = w.len() / nrows.max(1);
+    let row = |r: usize| B::slice(&w[r * rb..(r + 1) * rb]);
+    let mut xs = [ActRow::EMPTY; 64];
+    for t0 in (0..a.n).step_by(xs.len()) {
+        let nt = (a.n - t0).min(xs.len());
+        for (i, x) in xs[..nt].iter_mut().enumerate() {
+            *x = a.row(t0 + i);
+        }
+        // SAFETY (all writes below): `t0 + t < a.n` and `r < nrows`, per the caller's contract.
+        let put = |t: usize, r: usize, v: f32| unsafe { *out.add((t0 + t) * stride + r) = v };
+        let mut r = 0;
+        while r + 2 <= nrows {
+            let rows = [row(r), row(r + 1)];
+            let mut t = 0;
+            while t + TILE <= nt {
+                let tile: &[ActRow; TILE] = xs[t..t + TILE].try_into().expect("tile");
+                // SAFETY: features enabled on this function.
+                let v = unsafe { dot2t(rows, tile) };
+                for (i, (&a, &b)) in v[0].iter().zip(&v[1]).enumerate() {
+                    put(t + i, r, a);
+                    put(t + i, r + 1, b);
+                }
+                t += TILE;
+            }
+            while t < nt {
+                // SAFETY: as above.
+                let v = unsafe { dot21(rows, &[xs[t]]) };
+                put(t, r, v[0][0]);
+                put(t, r + 1, v[1][0]);
+                t += 1;
+            }
+            r += 2;
+        }
+        if r < nrows {
+            for (t, x) in xs[..nt].iter().enumerate() {
+                // SAFETY: as above.
+                put(t, r, unsafe { dot11([row(r)], &[*x]) }[0][0]);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers (inlined into the `target_feature` kernels below).
+
+#[inline(always)]
+unsafe fn f16s(b: [u8; 2]) -> f32 {
+    // SAFETY: F16C available in every caller.
+    unsafe {
+        _mm_cvtss_f32(_mm_cvtph_ps(
+            _mm_cvtsi32_si128(u16::from_le_bytes(b) as i32),
+        ))
+    }
+}
+
+/// Two blocks' nibbles (16 bytes each) → 64 bytes in element order: low nibbles of `p`, high
+/// nibbles of `p`, low of `q`, high of `q`.
+#[inline(always)]
+unsafe fn nibbles2(p: *const u8, q: *const u8) -> __m512i {
+    // SAFETY: `p`, `q` point at 16 readable bytes.
+    unsafe {
+        let y = _mm256_inserti128_si256::<1>(
+            _mm256_castsi128_si256(_mm_loadu_si128(p.cast())),
+            _mm_loadu_si128(q.cast()),
+        );
+        let v = _mm512_permutexvar_epi64(
+            _mm512_setr_epi64(0, 1, 0, 1, 2, 3, 2, 3),
+            _mm512_castsi256_si512(y),
+        );
+        let sh = _mm512_setr_epi64(
+            0,
+            0,
+            0x0004_0004_0004_0004,
+            0x0004_0004_0004_0004,
+            0,
+            0,
+            0x0004_0004_0004_0004,
+            0x0004_0004_0004_0004,
+        );
+        _mm512_and_si512(_mm512_srlv_epi16(v, sh), _mm512_set1_epi8(15))
+    }
+}
+
+/// One block's nibbles → 32 bytes in element order.
+#[inline(always)]
+unsafe fn nibbles1(p: *const u8) -> __m256i {
+    // SAFETY: `p` points at 16 readable bytes.
+    unsafe {
+        let x = _mm_loadu_si128(p.cast());
+        let both = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(x), _mm_srli_epi16(x, 4));
+        _mm256_and_si256(both, _mm256_set1_epi8(15))
+    }
+}
+
+/// `fma(d0, lanes 0..8, acc)` then `fma(d1, lanes 8..16, acc)`: two blocks in block order.
+#[inline(always)]
+unsafe fn fma_pair(acc: __m256, d0: f32, d1: f32, lanes: __m512i) -> __m256 {
+    // SAFETY: register ops.
+    unsafe {
+        let f = _mm512_cvtepi32_ps(lanes);
+        let lo = _mm512_castps512_ps256(f);
+        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(f)));
+        let acc = _mm256_fmadd_ps(_mm256_set1_ps(d0), lo, acc);
+        _mm256_fmadd_ps(_mm256_set1_ps(d1), hi, acc)
+    }
+}
+
+/// ggml's 8-lane reduction.
+#[inline(always)]
+unsafe fn hsum(v: __m256) -> f32 {
+    // SAFETY: register ops.
+    unsafe {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        _mm_cvtss_f32(s)
+    }
+}
+
+/// Shared loop over `R` rows and `T` tokens. `w2(b0, b1)` / `w1(b)` give unsigned codes
+/// `q + off` for two blocks / one block; `off` (0, 8, 16 or 128) is taken back out with a second
+/// `vpdpbusd` against the activations; `dm(b)` gives the f16 scale and, for the
+/// Q8_1-partnered formats, the min.
+#[inline(always)]
+unsafe fn dot_family<B, const R: usize, const T: usize, const OFF: i8, const MIN: bool>(
+    rows: [&[B]; R],
+    xs: &[ActRow; T],
+    dm: impl Fn(&B) -> ([u8; 2], [u8; 2]),
+    w2: impl Fn(&B, &B) -> __m512i,
+    w1: impl Fn(&B) -> __m256i,
+) -> [[f32; T]; R] {
+    // SAFETY: AVX-512/VNNI/FMA/F16C in every caller; activation rows hold 32 codes per block;
+    // all rows have the same number of blocks.
+    unsafe {
+        let mut acc = [[_mm256_setzero_ps(); T]; R];
+        let mut mins = [[0.0f32; T]; R];
+        let off = _mm512_set1_epi8(OFF);
+        let nb = rows[0].len();
+        let mut i = 0;
+        while i + 2 <= nb {
+            let mut w = [_mm512_setzero_si512(); R];
+            let mut dw = [[0.0f32; 2]; R];
+            let mut mw = [[0.0f32; 2]; R];
+            for r in 0..R {
+                let (b0, b1) = (&rows[r][i], &rows[r][i + 1]);
+                // Weights stream from memory once; ask for them a little ahead (past the row
+                // end is the next row).
+                _mm_prefetch::<_MM_HINT_T0>((b0 as *const B).cast::<i8>().wrapping_add(PREFETCH));
+                w[r] = w2(b0, b1);
+                let ((d0, m0), (d1, m1)) = (dm(b0), dm(b1));
+                dw[r] = [f16s(d0), f16s(d1)];
+                if MIN {
+                    mw[r] = [f16s(m0), f16s(m1)];
+                }
+            }
+            for t in 0..T {
+                let x = _mm512_loadu_si512(xs[t].qs.as_ptr().add(i * QK).cast());
+                let corr = if OFF != 0 {
+                    _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, x)
+                } else {
+                    _mm512_setzero_si512()
+                };
+                let xd = xs[t].d.as_ptr().add(i);
+                for r in 0..R {
+                    let mut lanes = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[r], x);
+                    if OFF != 0 {
+                        lanes = _mm512_sub_epi32(lanes, corr);
+                    }
+                    acc[r][t] = fma_pair(acc[r][t], dw[r][0] * *xd, dw[r][1] * *xd.add(1), lanes);
+                    if MIN {
+                        let s = xs[t].s.as_ptr().add(i);
+                        mins[r][t] = mw[r][0].mul_add(*s, mins[r][t]);
+                        mins[r][t] = mw[r][1].mul_add(*s.add(1), mins[r][t]);
+                    }
+                }
+            }
+            i += 2;
+        }
+        if i < nb {
+            let off = _mm256_set1_epi8(OFF);
+            for r in 0..R {
+                let b = &rows[r][i];
+                let w = w1(b);
+                let (d, m) = dm(b);
+                let dw = f16s(d);
+                for t in 0..T {
+                    let x = _mm256_loadu_si256(xs[t].qs.as_ptr().add(i * QK).cast());
+                    let mut lanes = _mm256_dpbusd_epi32(_mm256_setzero_si256(), w, x);
+                    if OFF != 0 {
+                        lanes = _mm256_sub_epi32(
+                            lanes,
+                            _mm256_dpbusd_epi32(_mm256_setzero_si256(), off, x),
+                        );
+                    }
+                    let s = _mm256_set1_ps(dw * *xs[t].d.get_unchecked(i));
+                    acc[r][t] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(lanes), acc[r][t]);
+                    if MIN {
+                        mins[r][t] = f16s(m).mul_add(*xs[t].s.get_unchecked(i), mins[r][t]);
+                    }
+                }
+            }
+        }
+        std::array::from_fn(|r| {
+            std::array::from_fn(|t| {
+                if MIN {
+                    hsum(acc[r][t]) + mins[r][t]
+                } else {
+                    hsum(acc[r][t])
+                }
+            })
+        })
+    }
+}
+
+/// Fifth bits of two Q5 blocks as a byte mask over the 64 elements.
+#[inline(always)]
+fn qh_mask(h0: [u8; 4], h1: [u8; 4]) -> u64 {
+    u32::from_le_bytes(h0) as u64 | (u32::from_le_bytes(h1) as u64) << 32
+}
+
+const NO_M: [u8; 2] = [0, 0];
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn dot_q4_0<const R: usize, const T: usize>(
+    bs: [&[BlockQ4_0]; R],
+    xs: &[ActRow; T],
+) -> [[f32; T]; R] {
+    // SAFETY: features enabled here; `qs` is 16 bytes.
+    unsafe {
+        dot_family::<_, R, T, 8, false>(
+            bs,
+            xs,
+            |b| (b.d, NO_M),
+            |b0, b1| nibbles2(b0.qs.as_ptr(), b1.qs.as_ptr()),
+            |b| nibbles1(b.qs.as_ptr()),
+        )
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn dot_q4_1<const R: usize, const T: usize>(
+    bs: [&[BlockQ4_1]; R],
+    xs: &[ActRow; T],
+) -> [[f32; T]; R] {
+    // SAFETY: features enabled here; `qs` is 16 bytes.
+    unsafe {
+        dot_family::<_, R, T, 0, true>(
+            bs,
+            xs,
+            |b| (b.d, b.m),
+            |b0, b1| nibbles2(b0.qs.as_ptr(), b1.qs.as_ptr()),
+            |b| nibbles1(b.qs.as_ptr()),
+        )
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn dot_q5_0<const R: usize, const T: usize>(
+    bs: [&[BlockQ5_0]; R],
+    xs: &[ActRow; T],
+) -> [[f32; T]; R] {
+    // SAFETY: features enabled here.
+    unsafe {
+        let sixteen = _mm512_set1_epi8(16);
+        dot_family::<_, R, T, 16, false>(
+            bs,
+            xs,
+            |b| (b.d, NO_M),
+            |b0, b1| {
+                let q = nibbles2(b0.qs.as_ptr(), b1.qs.as_ptr());
+                _mm512_mask_add_epi8(q, qh_mask(b0.qh, b1.qh), q, sixteen)
+            },
+            |b| {
+                let q = nibbles1(b.qs.as_ptr());
+                _mm256_mask_add_epi8(q, u32::from_le_bytes(b.qh), q, _mm256_set1_epi8(16))
+            },
+        )
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn dot_q5_1<const R: usize, const T: usize>(
+    bs: [&[BlockQ5_1]; R],
+    xs: &[ActRow; T],
+) -> [[f32; T]; R] {
+    // SAFETY: features enabled here.
+    unsafe {
+        let sixteen = _mm512_set1_epi8(16);
+        dot_family::<_, R, T, 0, true>(
+            bs,
+            xs,
+            |b| (b.d, b.m),
+            |b0, b1| {
+                let q = nibbles2(b0.qs.as_ptr(), b1.qs.as_ptr());
+                _mm512_mask_add_epi8(q, qh_mask(b0.qh, b1.qh), q, sixteen)
+            },
+            |b| {
+                let q = nibbles1(b.qs.as_ptr());
+                _mm256_mask_add_epi8(q, u32::from_le_bytes(b.qh), q, _mm256_set1_epi8(16))
+            },
+        )
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn dot_q8_0<const R: usize, const T: usize>(
+    bs: [&[BlockQ8_0]; R],
+    xs: &[ActRow; T],
+) -> [[f32; T]; R] {
+    // SAFETY: features enabled here; `qs` is 32 bytes. Codes + 128 (a sign flip) are unsigned.
+    unsafe {
+        let flip = _mm512_set1_epi8(-128);
+        dot_family::<_, R, T, -128, false>(
+            bs,
+            xs,
+            |b| (b.d, NO_M),
+            |b0, b1| {
+                let lo = _mm256_loadu_si256(b0.qs.as_ptr().cast());
+                let hi = _mm256_loadu_si256(b1.qs.as_ptr().cast());
+                let v = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+                _mm512_xor_si512(v, flip)
+            },
+            |b| {
+                _mm256_xor_si256(
+                    _mm256_loadu_si256(b.qs.as_ptr().cast()),
+                    _mm256_set1_epi8(-128),
+                )
+            },
+        )
+    }
+}

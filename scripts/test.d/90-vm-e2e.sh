@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The emulated device (image/vm/, issue #7): builds or reuses the cached Debian base image, boots
+# it, and runs the guest checks (systemd, BTF, tracefs, bpftrace BEGIN/uprobe/USDT) through
+# `image/vm/e2e.sh --boot-only`; then checks the cleanup: an e2e.sh stopped by SIGTERM while its
+# VM is up leaves no qemu, no overlay. Phase 2 (installer, profile runner, slim tools) turns the
+# first run into the full `image/vm/e2e.sh --arch x86_64 --out DIR`.
+set -euo pipefail
+. "$(dirname "$0")/../lib.sh"
+E2E="$FLASHSLIM_ROOT/image/vm/e2e.sh"
+tmp="$(mktemp -d /tmp/flashslim-vm-e2e.XXXXXX)"
+child=""
+cleanup() {
+    # Our e2e.sh, if still running, cleans up its own VM on TERM.
+    [[ -n "$child" ]] && kill -TERM "$child" 2>/dev/null && wait "$child" 2>/dev/null
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+passed=0; failed=0
+check() { if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi; }
+
+# 1. boot + guest checks (TODO(phase 2): drop --boot-only once install/session/pull/report exist).
+boot_only() {
+    if "$E2E" --arch x86_64 --out "$tmp/boot" --boot-only; then
+        log "vm-e2e: boot + guest checks passed ($(cat "$tmp/boot/vm/accel"))"
+    else
+        log "vm-e2e: FAILED: e2e.sh --boot-only (serial log: $tmp/boot/vm/serial.log)"
+        tail -n 30 "$tmp/boot/vm/serial.log" >&2 2>/dev/null || true
+        return 1
+    fi
+}
+check boot_only
+
+# 2. cleanup on a signal: start a run, wait until its qemu is up, TERM e2e.sh, check nothing is left.
+cleanup_on_signal() {
+    local out="$tmp/sig" tag="" i pid
+    "$E2E" --arch x86_64 --out "$out" --boot-only >"$tmp/sig.log" 2>&1 &
+    child=$!
+    for i in $(seq 600); do
+        [[ -s "$out/vm/qemu.pid" ]] && break
+        kill -0 "$child" 2>/dev/null || break
+        sleep 0.5
+    done
+    pid="$(cat "$out/vm/qemu.pid" 2>/dev/null || true)"
+    [[ -n "$pid" ]] || { log "vm-e2e: FAILED: the signal test's qemu never started"; cat "$tmp/sig.log" >&2; return 1; }
+    tag="$(sed -n 's/.* tag \(flashslim-vm-[^ ]*\).*/\1/p' "$tmp/sig.log" | head -n1)"
+    kill -TERM "$child"
+    wait "$child" 2>/dev/null && { log "vm-e2e: FAILED: e2e.sh exited 0 after SIGTERM"; return 1; }
+    child=""
+    if [[ -z "$tag" ]]; then log "vm-e2e: FAILED: no tag in the e2e.sh log"; return 1; fi
+    # A qemu killed but not yet reaped (its parent is PID 1) is a zombie: it has no cmdline.
+    if pgrep -f -- "-name $tag" >/dev/null || grep -qa -- "$tag" "/proc/$pid/cmdline" 2>/dev/null; then
+        log "vm-e2e: FAILED: qemu ($tag, pid $pid) still running after e2e.sh got SIGTERM"
+        return 1
+    fi
+    [[ ! -e "$out/vm/overlay.qcow2" ]] || { log "vm-e2e: FAILED: overlay left behind"; return 1; }
+    log "vm-e2e: SIGTERM during boot: qemu stopped, overlay removed"
+}
+check cleanup_on_signal
+
+echo "vm-e2e: $passed passed, $failed failed"
+[[ $failed -eq 0 ]]
