@@ -307,15 +307,16 @@ fn rsync_transport() {
 #[ignore = "needs root and openssh-server; run by scripts/test.d/80-tools.sh"]
 fn list_latest_and_delete_after_verify() {
     let s = start_sshd();
-    write_device_run(&s.remote(), "a-old", RunStatus::Complete, &run_files()[..2]).unwrap();
-    std::thread::sleep(Duration::from_millis(1100));
-    write_device_run(&s.remote(), "b-new", RunStatus::Running, &run_files()[..2]).unwrap();
+    // b-new's manifest is the newest by more than a second (`-nt` may compare whole seconds).
     std::fs::create_dir_all(s.remote().join("c-future")).unwrap();
     std::fs::write(
         s.remote().join("c-future/manifest.json"),
         br#"{"schema": "flashslim.run", "schema_version": 99}"#,
     )
     .unwrap();
+    write_device_run(&s.remote(), "a-old", RunStatus::Complete, &run_files()[..2]).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    write_device_run(&s.remote(), "b-new", RunStatus::Running, &run_files()[..2]).unwrap();
     let dest = s.path("host");
     let o = pull(&s, &dest, "auto", &["--list"]);
     assert!(o.status.success(), "{}", text(&o));

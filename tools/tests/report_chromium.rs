@@ -178,8 +178,9 @@ fn partial_run_dir_from_the_cli_renders_with_missing_markers() {
         flashslim_tools::manifest_compat::RunStatus::Interrupted,
         &[
             (
-                "bpf-biolatency.ndjson",
-                b"{\"type\": \"hist\", \"data\": {\"@usecs\": [{\"min\": 0, \"max\": 1, \"count\": 4}, {\"min\": 2, \"max\": 3, \"count\": 9}]}}\n".to_vec(),
+                "bpf-blockio.ndjson",
+                b"{\"type\": \"printf\", \"data\": \"format\\tflashslim.bpf\\t1\\tblockio\\n\"}\n\
+                  {\"type\": \"hist\", \"data\": {\"@usecs\": [{\"min\": 0, \"max\": 1, \"count\": 4}, {\"min\": 2, \"max\": 3, \"count\": 9}]}}\n".to_vec(),
             ),
             ("stacks.folded", b"flashslim;forward;matmul 90\nflashslim;sample 10\n".to_vec()),
             ("tokens.jsonl", b"{}\n".to_vec()),
@@ -199,6 +200,7 @@ fn partial_run_dir_from_the_cli_renders_with_missing_markers() {
     assert_eq!(report::external_references(&html), Vec::<String>::new());
     assert!(html.contains("data-missing=\"the timeline\""));
     assert!(html.contains("<code>tokens.jsonl</code></td><td><span class=\"badge b-unreadable\""));
+    assert!(html.contains("<code>bpf-blockio.ndjson</code></td><td><span class=\"badge b-loaded\""));
     let page = load(&out);
     assert_eq!(check(&page, false), Ok(0));
     assert!(page.dom.contains("id=\"flamegraph-1\""));

@@ -69,7 +69,9 @@ pub fn real_runs() -> &'static RealRuns {
     static RUNS: OnceLock<RealRuns> = OnceLock::new();
     RUNS.get_or_init(|| {
         let exe = std::env::current_exe().unwrap();
-        let name = exe.file_stem().unwrap().to_string_lossy().into_owned();
+        // `cli-<hash>` → `cli`: one directory per test, replaced by each run.
+        let stem = exe.file_stem().unwrap().to_string_lossy().into_owned();
+        let name = stem.rsplit_once('-').map_or(stem.as_str(), |(n, _)| n).to_string();
         let parent = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("real-runs-{name}"));
         let _ = std::fs::remove_dir_all(&parent);
         let runs = parent.join("runs");
