@@ -184,8 +184,10 @@ mod tests {
 
     #[test]
     fn parses_an_engine_manifest() {
-        let m = parse(manifest(1, serde_json::json!([file("a/b.jsonl", &H.to_uppercase())])).as_bytes())
-            .unwrap();
+        let m = parse(
+            manifest(1, serde_json::json!([file("a/b.jsonl", &H.to_uppercase())])).as_bytes(),
+        )
+        .unwrap();
         assert_eq!(m.files[0].sha256, H);
         assert_eq!(m.status, RunStatus::Complete);
         assert_eq!(total_bytes(&m), 3);
@@ -202,7 +204,16 @@ mod tests {
 
     #[test]
     fn unsafe_paths_are_refused() {
-        for p in ["../x", "/etc/passwd", "a//b", "a/./b", "", "x.partial", "manifest.json", "a\u{7}b"] {
+        for p in [
+            "../x",
+            "/etc/passwd",
+            "a//b",
+            "a/./b",
+            "",
+            "x.partial",
+            "manifest.json",
+            "a\u{7}b",
+        ] {
             let s = manifest(1, serde_json::json!([file(p, H)]));
             assert!(parse(s.as_bytes()).is_err(), "accepted {p:?}");
         }
@@ -212,7 +223,10 @@ mod tests {
     fn bad_hash_duplicate_and_foreign_manifests_are_refused() {
         assert!(parse(manifest(1, serde_json::json!([file("a", "xyz")])).as_bytes()).is_err());
         let dup = manifest(1, serde_json::json!([file("a", H), file("a", H)]));
-        assert!(parse(dup.as_bytes()).unwrap_err().to_string().contains("twice"));
+        assert!(parse(dup.as_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("twice"));
         let dir = manifest(1, serde_json::json!([file("a", H), file("a/b", H)]));
         assert!(parse(dir.as_bytes()).is_err());
         // Not a flashslim run manifest: the engine reader's message.

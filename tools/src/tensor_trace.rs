@@ -321,7 +321,11 @@ impl TraceStats {
         }
         let total_ns: u64 = self.per_op.values().map(|v| v.1).sum::<u64>().max(1);
         writeln!(w, "\nper layer:")?;
-        writeln!(w, "  {:>5} {:>6} {:>10} {:>6}", "layer", "ops", "op ms", "share")?;
+        writeln!(
+            w,
+            "  {:>5} {:>6} {:>10} {:>6}",
+            "layer", "ops", "op ms", "share"
+        )?;
         for (k, (n, ns)) in &self.per_layer {
             let l = k.map(|l| l.to_string()).unwrap_or_else(|| "-".into());
             writeln!(
@@ -518,7 +522,9 @@ mod tests {
         assert!(d.is_complete(), "{}", d.end_text());
         let o = ops(&d);
         assert_eq!(o.len(), 2 * (1 + 2 + 1));
-        assert!(o.iter().any(|x| x.records.len() == 3 && op_name(x.first.op) == "qkv"));
+        assert!(o
+            .iter()
+            .any(|x| x.records.len() == 3 && op_name(x.first.op) == "qkv"));
         let s = TraceStats::of(&d);
         assert_eq!((s.records, s.ops, s.tokens), (d.records.len(), 8, 2));
         assert_eq!(s.per_op["qkv"].0, 4);
@@ -529,7 +535,10 @@ mod tests {
         assert!(text.contains("end: complete"), "{text}");
         let mut out = Vec::new();
         write_csv(&d, &mut out).unwrap();
-        assert_eq!(String::from_utf8(out).unwrap().lines().count(), 1 + d.records.len());
+        assert_eq!(
+            String::from_utf8(out).unwrap().lines().count(),
+            1 + d.records.len()
+        );
         let files = write_json_per_token(&d, &t.path().join("j")).unwrap();
         assert_eq!(files.len(), 2);
         let v: serde_json::Value =
@@ -550,18 +559,29 @@ mod tests {
         let d = open(&p).unwrap();
         assert!(!d.is_complete());
         assert!(!d.cut_after_complete);
-        assert!(d.end_text().contains("cut short (24 bytes)"), "{}", d.end_text());
+        assert!(
+            d.end_text().contains("cut short (24 bytes)"),
+            "{}",
+            d.end_text()
+        );
         // A finished trace whose copy lost its tail: kept records, reported as cut.
         let p = t.path().join("cut.bin");
         write_trace(&p, 3, 2, true, Some(64 * 5 + 10));
         let d = open(&p).unwrap();
         assert!(d.cut_after_complete);
-        assert!(d.end_text().starts_with("cut short: the header counts"), "{}", d.end_text());
+        assert!(
+            d.end_text().starts_with("cut short: the header counts"),
+            "{}",
+            d.end_text()
+        );
         assert!(!d.records.is_empty());
         // Not a trace at all: refused with the reader's message.
         let p = t.path().join("x.bin");
         std::fs::write(&p, b"not a trace at all").unwrap();
         assert!(open(&p).unwrap_err().to_string().contains("bad magic"));
-        assert!(matches!(open(&t.path().join("none")), Err(TraceError::Io { .. })));
+        assert!(matches!(
+            open(&t.path().join("none")),
+            Err(TraceError::Io { .. })
+        ));
     }
 }

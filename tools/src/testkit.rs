@@ -13,8 +13,8 @@ use flashslim::runlog::records::{
 };
 use flashslim::runlog::{Metrics, RunDir};
 use flashslim::trace::{
-    Access, MemSource, TraceHeader, TraceRecord, TraceTensor, FLAG_COMPLETE, NO_LAYER,
-    NO_OFFSET, NO_SLOT, NO_TENSOR, VERSION_MAJOR, VERSION_MINOR,
+    Access, MemSource, TraceHeader, TraceRecord, TraceTensor, FLAG_COMPLETE, NO_LAYER, NO_OFFSET,
+    NO_SLOT, NO_TENSOR, VERSION_MAJOR, VERSION_MINOR,
 };
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -155,7 +155,11 @@ pub fn synthetic_tensors(layers: u32) -> Vec<TraceTensor> {
     push("token_embd.weight".into(), 8 << 20);
     for l in 0..layers {
         for (i, t) in LAYER_TENSORS.iter().enumerate() {
-            let size = if i == 0 || i == 5 { 2304 } else { 300_000 + 4096 * i as u64 };
+            let size = if i == 0 || i == 5 {
+                2304
+            } else {
+                300_000 + 4096 * i as u64
+            };
             push(format!("blk.{l}.{t}.weight"), size);
         }
     }
@@ -184,7 +188,12 @@ fn trace_header(tensors: Vec<TraceTensor>, run_id: &str, start_ns: u64) -> Trace
 
 /// Encode a trace file: header (complete or not) and records, optionally cutting the last
 /// `cut` bytes (a killed writer or an interrupted copy).
-fn encode_trace(mut h: TraceHeader, recs: &[TraceRecord], complete: bool, cut: Option<usize>) -> Vec<u8> {
+fn encode_trace(
+    mut h: TraceHeader,
+    recs: &[TraceRecord],
+    complete: bool,
+    cut: Option<usize>,
+) -> Vec<u8> {
     if complete {
         h.flags = FLAG_COMPLETE;
         h.record_count = recs.len() as u64;
@@ -210,7 +219,10 @@ pub fn write_trace(path: &Path, tokens: u32, layers: u32, complete: bool, cut: O
         let rec = |op: u8, layer: u16, tensor: u32, dur: u64, t: u64| TraceRecord {
             t_ns: t,
             dur_ns: dur,
-            file_offset: tensors.get(tensor as usize).map(|x| x.offset).unwrap_or(NO_OFFSET),
+            file_offset: tensors
+                .get(tensor as usize)
+                .map(|x| x.offset)
+                .unwrap_or(NO_OFFSET),
             bytes: tensors.get(tensor as usize).map(|x| x.size).unwrap_or(4096),
             token: k,
             pos: k,
@@ -235,7 +247,12 @@ pub fn write_trace(path: &Path, tokens: u32, layers: u32, complete: bool, cut: O
         recs.push(rec(10, NO_LAYER, 0, 3000, t));
         t += 3000;
     }
-    let b = encode_trace(trace_header(tensors, "test", 1_000_000), &recs, complete, cut);
+    let b = encode_trace(
+        trace_header(tensors, "test", 1_000_000),
+        &recs,
+        complete,
+        cut,
+    );
     std::fs::write(path, b).expect("write trace");
 }
 
@@ -282,18 +299,20 @@ pub fn write_synthetic_run(parent: &Path, name: &str, s: Synth) -> PathBuf {
     let tensors = synthetic_tensors(s.layers);
     let tid = SYNTH_TID;
     let mut stages: Vec<StageRecord> = Vec::new();
-    let stage = |name: &str, id: u8, index: Option<u64>, depth: u32, a: u64, b: u64, major: u64| StageRecord {
-        stage: name.into(),
-        id,
-        gen: (id >= 4).then_some(0),
-        index,
-        depth,
-        start_ns: a,
-        end_ns: b,
-        tid,
-        process: usage(major),
-        thread: usage(major),
-        unfinished: false,
+    let stage = |name: &str, id: u8, index: Option<u64>, depth: u32, a: u64, b: u64, major: u64| {
+        StageRecord {
+            stage: name.into(),
+            id,
+            gen: (id >= 4).then_some(0),
+            index,
+            depth,
+            start_ns: a,
+            end_ns: b,
+            tid,
+            process: usage(major),
+            thread: usage(major),
+            unfinished: false,
+        }
     };
     let mut tokens: Vec<TokenRecord> = Vec::new();
     let mut io: Vec<IoRecord> = Vec::new();
@@ -320,10 +339,21 @@ pub fn write_synthetic_run(parent: &Path, name: &str, s: Synth) -> PathBuf {
         let mut streamed = 0u64;
         let mut stall_total = 0u64;
         let mut pass_faults = 0u64;
-        let rec = |op: u8, layer: u16, tensor: u32, src: MemSource, slot: u16, a: u64, d: u64, bytes: u64| TraceRecord {
+        let rec = |op: u8,
+                   layer: u16,
+                   tensor: u32,
+                   src: MemSource,
+                   slot: u16,
+                   a: u64,
+                   d: u64,
+                   bytes: u64| TraceRecord {
             t_ns: a,
             dur_ns: d,
-            file_offset: if tensor == NO_TENSOR { NO_OFFSET } else { tensors[tensor as usize].offset },
+            file_offset: if tensor == NO_TENSOR {
+                NO_OFFSET
+            } else {
+                tensors[tensor as usize].offset
+            },
             bytes,
             token: k,
             pos: if prefill { 0 } else { 4 + k },
@@ -339,12 +369,25 @@ pub fn write_synthetic_run(parent: &Path, name: &str, s: Synth) -> PathBuf {
         };
         // embed: a few rows of token_embd.
         let d = rng.range(20_000, 40_000);
-        recs.push(rec(0, NO_LAYER, 0, MemSource::Resident, NO_SLOT, t, d, 576 * 2 * scale));
+        recs.push(rec(
+            0,
+            NO_LAYER,
+            0,
+            MemSource::Resident,
+            NO_SLOT,
+            t,
+            d,
+            576 * 2 * scale,
+        ));
         t += d;
         for l in 0..s.layers {
             for &(op, ts) in LAYER_OPS.iter() {
                 let heavy = ts.len() > 0 && !matches!(op, 1 | 6);
-                let mut d = if heavy { rng.range(150_000, 400_000) } else { rng.range(10_000, 40_000) } * scale;
+                let mut d = if heavy {
+                    rng.range(150_000, 400_000)
+                } else {
+                    rng.range(10_000, 40_000)
+                } * scale;
                 let ids: Vec<u32> = ts.iter().map(|i| 1 + l * 9 + *i as u32).collect();
                 let bytes: u64 = ids.iter().map(|&i| tensors[i as usize].size).sum();
                 let (src, slot) = match (s.mode, heavy) {
@@ -372,7 +415,13 @@ pub fn write_synthetic_run(parent: &Path, name: &str, s: Synth) -> PathBuf {
                     io.push(ev(submit, "submit"));
                     io.push(ev(complete, "complete"));
                     streamed += len;
-                    rq.push((submit + 8_000, complete - 5_000, off / 512, len, if prefill { 4 } else { 5 }));
+                    rq.push((
+                        submit + 8_000,
+                        complete - 5_000,
+                        off / 512,
+                        len,
+                        if prefill { 4 } else { 5 },
+                    ));
                     if complete > t {
                         io.push(ev(t, "wait_begin"));
                         io.push(ev(complete, "wait_end"));
@@ -384,20 +433,61 @@ pub fn write_synthetic_run(parent: &Path, name: &str, s: Synth) -> PathBuf {
                 if s.mode == Mode::Mmap && prefill && heavy {
                     // First touch of an mmap'd weight: a major fault inside the op.
                     let fd = rng.range(200_000, 900_000);
-                    faults.push((t + 1_000, fd, 0x7f00_0000_0000 + tensors[ids[0] as usize].offset));
-                    rq.push((t + 20_000, t + 20_000 + fd / 2, tensors[ids[0] as usize].offset / 512, 131_072, 4));
+                    faults.push((
+                        t + 1_000,
+                        fd,
+                        0x7f00_0000_0000 + tensors[ids[0] as usize].offset,
+                    ));
+                    rq.push((
+                        t + 20_000,
+                        t + 20_000 + fd / 2,
+                        tensors[ids[0] as usize].offset / 512,
+                        131_072,
+                        4,
+                    ));
                     d += fd;
                     pass_faults += 1;
                 }
                 if ids.is_empty() {
-                    let kv = if op == 3 { 2 * 192 * 2 * scale } else { (4 + k as u64) * 2 * 192 * 2 };
-                    recs.push(rec(op, l as u16, NO_TENSOR, MemSource::Kv, NO_SLOT, t, d, kv));
+                    let kv = if op == 3 {
+                        2 * 192 * 2 * scale
+                    } else {
+                        (4 + k as u64) * 2 * 192 * 2
+                    };
+                    recs.push(rec(
+                        op,
+                        l as u16,
+                        NO_TENSOR,
+                        MemSource::Kv,
+                        NO_SLOT,
+                        t,
+                        d,
+                        kv,
+                    ));
                 } else {
                     if matches!(op, 1 | 6) {
-                        recs.push(rec(op, l as u16, NO_TENSOR, MemSource::Activation, NO_SLOT, t, d, 576 * 4 * scale));
+                        recs.push(rec(
+                            op,
+                            l as u16,
+                            NO_TENSOR,
+                            MemSource::Activation,
+                            NO_SLOT,
+                            t,
+                            d,
+                            576 * 4 * scale,
+                        ));
                     }
                     for &i in &ids {
-                        recs.push(rec(op, l as u16, i, src, slot, t, d, tensors[i as usize].size));
+                        recs.push(rec(
+                            op,
+                            l as u16,
+                            i,
+                            src,
+                            slot,
+                            t,
+                            d,
+                            tensors[i as usize].size,
+                        ));
                     }
                 }
                 t += d;
@@ -405,16 +495,54 @@ pub fn write_synthetic_run(parent: &Path, name: &str, s: Synth) -> PathBuf {
         }
         let d = rng.range(20_000, 40_000);
         let norm = tensors.len() as u32 - 1;
-        recs.push(rec(9, NO_LAYER, norm, MemSource::Resident, NO_SLOT, t, d, 2304));
+        recs.push(rec(
+            9,
+            NO_LAYER,
+            norm,
+            MemSource::Resident,
+            NO_SLOT,
+            t,
+            d,
+            2304,
+        ));
         t += d;
         let d = rng.range(400_000, 700_000);
-        recs.push(rec(10, NO_LAYER, 0, MemSource::Resident, NO_SLOT, t, d, tensors[0].size));
+        recs.push(rec(
+            10,
+            NO_LAYER,
+            0,
+            MemSource::Resident,
+            NO_SLOT,
+            t,
+            d,
+            tensors[0].size,
+        ));
         t += d;
         let pass_end = t;
-        let (name, id) = if prefill { ("prefill", 4) } else { ("decode", 5) };
-        stages.push(stage(name, id, Some(k as u64), 1, pass_start, pass_end, pass_faults));
+        let (name, id) = if prefill {
+            ("prefill", 4)
+        } else {
+            ("decode", 5)
+        };
+        stages.push(stage(
+            name,
+            id,
+            Some(k as u64),
+            1,
+            pass_start,
+            pass_end,
+            pass_faults,
+        ));
         let sample = rng.range(40_000, 90_000);
-        stages.push(stage("sample", 6, Some(k as u64), 1, pass_end + 500, pass_end + 500 + sample, 0));
+        stages.push(stage(
+            "sample",
+            6,
+            Some(k as u64),
+            1,
+            pass_end + 500,
+            pass_end + 500 + sample,
+            0,
+        ));
         t = pass_end + 1_000 + sample;
         tokens.push(TokenRecord {
             gen: 0,
@@ -433,7 +561,15 @@ pub fn write_synthetic_run(parent: &Path, name: &str, s: Synth) -> PathBuf {
         t += 2_000;
     }
     let run_end = t + 5_000;
-    stages.push(stage("run", 0, None, 0, run_start, run_end, faults.len() as u64));
+    stages.push(stage(
+        "run",
+        0,
+        None,
+        0,
+        run_start,
+        run_end,
+        faults.len() as u64,
+    ));
 
     let mut w = JsonlWriter::create(&rd.file("stages.jsonl"), STAGES_FORMAT).unwrap();
     for r in &stages {
@@ -453,7 +589,12 @@ pub fn write_synthetic_run(parent: &Path, name: &str, s: Synth) -> PathBuf {
         }
         w.flush().unwrap();
     }
-    let trace = encode_trace(trace_header(tensors.clone(), name, run_start), &recs, true, None);
+    let trace = encode_trace(
+        trace_header(tensors.clone(), name, run_start),
+        &recs,
+        true,
+        None,
+    );
     std::fs::write(rd.file("tensor-trace.bin"), trace).unwrap();
 
     // bpftrace, in the documented row layout: clock_sync pairs (the first one late by 9 µs, as
@@ -466,8 +607,16 @@ pub fn write_synthetic_run(parent: &Path, name: &str, s: Synth) -> PathBuf {
         )
     };
     let syncs = [
-        printf(format!("clock_sync\t{}\t{}", boot(run_start) + 9_000, run_start)),
-        printf(format!("clock_sync\t{}\t{}", boot(prefill_start) + 40, prefill_start)),
+        printf(format!(
+            "clock_sync\t{}\t{}",
+            boot(run_start) + 9_000,
+            run_start
+        )),
+        printf(format!(
+            "clock_sync\t{}\t{}",
+            boot(prefill_start) + 40,
+            prefill_start
+        )),
     ];
     let mut b = String::from("{\"type\": \"attached_probes\", \"data\": {\"probes\": 8}}\n");
     b.push_str(&printf("format\tflashslim.bpf\t1\tblockio".into()));
@@ -475,7 +624,11 @@ pub fn write_synthetic_run(parent: &Path, name: &str, s: Synth) -> PathBuf {
     let mut by_stage: std::collections::BTreeMap<u8, u64> = Default::default();
     let mut lat = [0u64; 12];
     for &(i, c, sector, bytes, st) in &rq {
-        b.push_str(&printf(format!("rq\t{}\t{}\t266338304\t{sector}\t{bytes}\tR\t{st}", boot(i), boot(c))));
+        b.push_str(&printf(format!(
+            "rq\t{}\t{}\t266338304\t{sector}\t{bytes}\tR\t{st}",
+            boot(i),
+            boot(c)
+        )));
         *by_stage.entry(st).or_default() += bytes;
         let us = (c - i) / 1000;
         lat[(64 - us.max(1).leading_zeros() as usize - 1).min(11)] += 1;
@@ -484,18 +637,36 @@ pub fn write_synthetic_run(parent: &Path, name: &str, s: Synth) -> PathBuf {
         .iter()
         .enumerate()
         .filter(|(_, n)| **n > 0)
-        .map(|(i, n)| format!("{{\"min\": {}, \"max\": {}, \"count\": {n}}}", 1u64 << i, (2u64 << i) - 1))
+        .map(|(i, n)| {
+            format!(
+                "{{\"min\": {}, \"max\": {}, \"count\": {n}}}",
+                1u64 << i,
+                (2u64 << i) - 1
+            )
+        })
         .collect();
-    let stage_map: Vec<String> = by_stage.iter().map(|(k, v)| format!("\"{k}\": {v}")).collect();
-    b.push_str(&format!("{{\"type\": \"map\", \"data\": {{\"@read_bytes\": {{{}}}}}}}\n", stage_map.join(", ")));
-    b.push_str(&format!("{{\"type\": \"hist\", \"data\": {{\"@rq_lat_us\": [{}]}}}}\n", hist.join(", ")));
+    let stage_map: Vec<String> = by_stage
+        .iter()
+        .map(|(k, v)| format!("\"{k}\": {v}"))
+        .collect();
+    b.push_str(&format!(
+        "{{\"type\": \"map\", \"data\": {{\"@read_bytes\": {{{}}}}}}}\n",
+        stage_map.join(", ")
+    ));
+    b.push_str(&format!(
+        "{{\"type\": \"hist\", \"data\": {{\"@rq_lat_us\": [{}]}}}}\n",
+        hist.join(", ")
+    ));
     std::fs::write(rd.file("bpf-blockio.ndjson"), b).unwrap();
     if s.mode == Mode::Mmap {
         let mut b = String::from("{\"type\": \"attached_probes\", \"data\": {\"probes\": 8}}\n");
         b.push_str(&printf("format\tflashslim.bpf\t1\tfaults".into()));
         b.extend(syncs.iter().cloned());
         for &(st, d, addr) in &faults {
-            b.push_str(&printf(format!("major\t{}\t{d}\t{tid}\t{addr}\t4", boot(st))));
+            b.push_str(&printf(format!(
+                "major\t{}\t{d}\t{tid}\t{addr}\t4",
+                boot(st)
+            )));
         }
         b.push_str(&format!(
             "{{\"type\": \"map\", \"data\": {{\"@major\": {{\"4\": {}}}}}}}\n{{\"type\": \"map\", \"data\": {{\"@minor\": {{\"1\": 2300, \"4\": 1400, \"5\": {}}}}}}}\n",
@@ -514,7 +685,11 @@ pub fn write_synthetic_run(parent: &Path, name: &str, s: Synth) -> PathBuf {
     .unwrap();
     std::fs::write(rd.file("output.txt"), "synthetic\n").unwrap();
 
-    let mode = if s.mode == Mode::Stream { "stream" } else { "mmap" };
+    let mode = if s.mode == Mode::Stream {
+        "stream"
+    } else {
+        "mmap"
+    };
     let mut m = Manifest::start(
         name,
         "profile",
@@ -538,9 +713,11 @@ pub fn write_synthetic_run(parent: &Path, name: &str, s: Synth) -> PathBuf {
             device_bandwidth_bytes_per_s: Some(SYNTH_DEVICE_BPS),
         });
     }
-    m.scripts.insert("blockio".into(), "bpf-blockio.ndjson".into());
+    m.scripts
+        .insert("blockio".into(), "bpf-blockio.ndjson".into());
     if s.mode == Mode::Mmap {
-        m.scripts.insert("faults".into(), "bpf-faults.ndjson".into());
+        m.scripts
+            .insert("faults".into(), "bpf-faults.ndjson".into());
     }
     m.files = rd.list_files().unwrap();
     rd.write_manifest(&m).unwrap();

@@ -217,8 +217,7 @@ fn merge_of_a_real_run_is_well_formed() {
         *l = t;
     }
     // Complete events nest per thread.
-    let mut by_thread: std::collections::BTreeMap<(i64, i64), Vec<(i64, i64)>> =
-        Default::default();
+    let mut by_thread: std::collections::BTreeMap<(i64, i64), Vec<(i64, i64)>> = Default::default();
     for e in events.iter().filter(|e| e["ph"] == "X") {
         let k = (e["pid"].as_i64().unwrap(), e["tid"].as_i64().unwrap());
         by_thread
@@ -234,7 +233,11 @@ fn merge_of_a_real_run_is_well_formed() {
                 stack.pop();
             }
             if let Some(&end) = stack.last() {
-                assert!(t + d <= end, "thread {k:?}: [{t}, {}) crosses a parent ending at {end}", t + d);
+                assert!(
+                    t + d <= end,
+                    "thread {k:?}: [{t}, {}) crosses a parent ending at {end}",
+                    t + d
+                );
             }
             stack.push(t + d);
         }
@@ -275,15 +278,20 @@ fn report_of_a_real_run_states_the_runs_own_figures() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let html = std::fs::read_to_string(&out).unwrap();
-    for f in ["manifest.json", "stages.jsonl", "tokens.jsonl", "io.jsonl", "tensor-trace.bin"] {
+    for f in [
+        "manifest.json",
+        "stages.jsonl",
+        "tokens.jsonl",
+        "io.jsonl",
+        "tensor-trace.bin",
+    ] {
         assert_eq!(input_state(&html, f), "loaded", "{f}");
     }
     if real.bpf {
         assert_eq!(input_state(&html, "bpf-blockio.ndjson"), "loaded");
     }
     let m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(real.stream.join("manifest.json")).unwrap())
-            .unwrap();
+        serde_json::from_slice(&std::fs::read(real.stream.join("manifest.json")).unwrap()).unwrap();
     let metrics = &m["metrics"];
     let has = |s: String| assert!(html.contains(&s), "report lacks {s:?}");
     // TTFT and TPOT as the engine measured them.
@@ -320,7 +328,10 @@ fn report_of_a_real_run_states_the_runs_own_figures() {
         "tokens.jsonl stall_ns and the manifest agree"
     );
     assert!(!html.contains("data-missing=\"the timeline\""));
-    assert_eq!(flashslim_tools::report::external_references(&html), Vec::<String>::new());
+    assert_eq!(
+        flashslim_tools::report::external_references(&html),
+        Vec::<String>::new()
+    );
 }
 
 #[test]
@@ -347,12 +358,24 @@ fn a_damaged_real_run_is_reported_with_its_missing_pieces() {
     assert_eq!(input_state(&html, "tensor-trace.bin"), "partial");
     assert_eq!(input_state(&html, "manifest.json"), "partial");
     // The trace reader reports the cut tail rather than failing.
-    let o = slim(&["trace", d.join("tensor-trace.bin").to_str().unwrap(), "--stats"]);
+    let o = slim(&[
+        "trace",
+        d.join("tensor-trace.bin").to_str().unwrap(),
+        "--stats",
+    ]);
     assert!(o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.starts_with("warning: ") && err.contains("cut short"), "{err}");
+    assert!(
+        err.starts_with("warning: ") && err.contains("cut short"),
+        "{err}"
+    );
     // merge still works on what is there.
-    let o = slim(&["merge", d.to_str().unwrap(), "-o", d.join("t.json").to_str().unwrap()]);
+    let o = slim(&[
+        "merge",
+        d.to_str().unwrap(),
+        "-o",
+        d.join("t.json").to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
@@ -365,9 +388,17 @@ fn trace_views_of_a_real_trace() {
     assert!(o.status.success());
     let s = String::from_utf8_lossy(&o.stdout);
     let gen = jsonl(&real.stream.join("tokens.jsonl")).len();
-    assert!(s.contains(&format!("{gen} token(s) in 1 generation(s)")), "{s}");
+    assert!(
+        s.contains(&format!("{gen} token(s) in 1 generation(s)")),
+        "{s}"
+    );
     let dir = real.parent.join("per-token");
-    let o = slim(&["trace", t.to_str().unwrap(), "--json-per-token", dir.to_str().unwrap()]);
+    let o = slim(&[
+        "trace",
+        t.to_str().unwrap(),
+        "--json-per-token",
+        dir.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let n = std::fs::read_dir(&dir).unwrap().count();
     assert_eq!(n, gen);

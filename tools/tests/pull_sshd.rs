@@ -244,7 +244,9 @@ fn full_pull_resume_corrupt_refuse(transport: &str) {
     assert!(o.status.success(), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains(&format!("{r2}/stages.jsonl: local copy does not match the manifest")),
+        err.contains(&format!(
+            "{r2}/stages.jsonl: local copy does not match the manifest"
+        )),
         "{}",
         text(&o)
     );

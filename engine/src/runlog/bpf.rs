@@ -425,12 +425,12 @@ mod tests {
 
     #[test]
     fn a_newer_row_format_is_reported_as_newer() {
-        let e = BpfOutput::parse_ndjson(&ndjson(&["format\tflashslim.bpf\t2\tx"]), "t")
-            .unwrap_err();
+        let e =
+            BpfOutput::parse_ndjson(&ndjson(&["format\tflashslim.bpf\t2\tx"]), "t").unwrap_err();
         assert!(matches!(e, RunlogError::Newer(_)), "{e}");
         assert!(e.to_string().contains("version 2 is newer"), "{e}");
-        let e = BpfOutput::parse_ndjson(&ndjson(&["format\tflashslim.bpf\t0\tx"]), "t")
-            .unwrap_err();
+        let e =
+            BpfOutput::parse_ndjson(&ndjson(&["format\tflashslim.bpf\t0\tx"]), "t").unwrap_err();
         assert!(matches!(e, RunlogError::Format(_)), "{e}");
     }
 }

@@ -366,10 +366,16 @@ mod tests {
             device_bandwidth_bytes_per_s: Some(412.5e6),
         });
         let back = Manifest::from_json(&json_of(&m).to_string()).unwrap();
-        assert_eq!(back.plan.unwrap().device_bandwidth_bytes_per_s, Some(412.5e6));
+        assert_eq!(
+            back.plan.unwrap().device_bandwidth_bytes_per_s,
+            Some(412.5e6)
+        );
         // A manifest written before the field existed still reads (null).
         let mut v = json_of(&m);
-        v["plan"].as_object_mut().unwrap().remove("device_bandwidth_bytes_per_s");
+        v["plan"]
+            .as_object_mut()
+            .unwrap()
+            .remove("device_bandwidth_bytes_per_s");
         let back = Manifest::from_json(&v.to_string()).unwrap();
         assert_eq!(back.plan.unwrap().device_bandwidth_bytes_per_s, None);
     }

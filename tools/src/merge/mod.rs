@@ -10,7 +10,6 @@ mod sources;
 
 pub use sources::{EngineSource, IoSource, KernelSource, OpsSource};
 
-
 use crate::run::{Family, InputState, RunData};
 use crate::timeline::Timeline;
 use std::fmt;

@@ -108,9 +108,6 @@ fn nothing_timed_is_a_clear_error() {
     std::fs::write(t.path().join("stages.jsonl"), b"{}\n").unwrap();
     let run = crate::run::load(t.path()).unwrap();
     let e = merge(&run).unwrap_err().to_string();
-    assert!(
-        e.contains("stages.jsonl (unreadable"),
-        "{e}"
-    );
+    assert!(e.contains("stages.jsonl (unreadable"), "{e}");
     assert!(e.contains("tokens.jsonl (missing)"), "{e}");
 }

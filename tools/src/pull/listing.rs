@@ -240,7 +240,10 @@ mod tests {
             + "\n\n";
         for (name, body) in [
             ("run one", one.as_str()),
-            ("r2\nnewline", "{\"schema\":\"flashslim.run\",\"schema_version\":9}"),
+            (
+                "r2\nnewline",
+                "{\"schema\":\"flashslim.run\",\"schema_version\":9}",
+            ),
             ("r3 ünï", "not json"),
         ] {
             std::fs::create_dir_all(root.join(name)).unwrap();
@@ -259,10 +262,7 @@ mod tests {
         );
         assert!(one.manifest.is_ok());
         let two = l.runs.iter().find(|r| r.dir.starts_with("r2")).unwrap();
-        assert!(matches!(
-            two.manifest,
-            Err(ManifestError::NewerSchema(_))
-        ));
+        assert!(matches!(two.manifest, Err(ManifestError::NewerSchema(_))));
         assert!(l.newest.is_some());
     }
 

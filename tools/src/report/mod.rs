@@ -212,7 +212,12 @@ fn summary(runs: &[RunData], stats: &[RunStats]) -> String {
     let mut s = String::new();
     let metric = |f: fn(&flashslim::runlog::Metrics) -> Option<f64>| -> Vec<Option<f64>> {
         runs.iter()
-            .map(|r| r.manifest.as_ref().and_then(|m| m.metrics.as_ref()).and_then(f))
+            .map(|r| {
+                r.manifest
+                    .as_ref()
+                    .and_then(|m| m.metrics.as_ref())
+                    .and_then(f)
+            })
             .collect()
     };
     let rows: Vec<FigureRow> = vec![
@@ -401,10 +406,7 @@ fn manifest_block(r: &RunData) -> String {
         kv("error", e.clone());
     }
     kv("command", m.command.clone());
-    kv(
-        "schema",
-        format!("{} v{}", m.schema, m.schema_version),
-    );
+    kv("schema", format!("{} v{}", m.schema, m.schema_version));
     kv(
         "engine",
         format!(
@@ -438,13 +440,20 @@ fn manifest_block(r: &RunData) -> String {
                 md.identity.short()
             ),
         ),
-        None => kv("model", "not recorded (the run stopped before the model opened)".into()),
+        None => kv(
+            "model",
+            "not recorded (the run stopped before the model opened)".into(),
+        ),
     }
     if let Some(w) = &r.weights_mode {
         kv("weights", w.clone());
     }
     if let Some(run) = m.config.get("run") {
-        let pick = |k: &str| run.get(k).map(|v| v.to_string()).unwrap_or_else(|| "?".into());
+        let pick = |k: &str| {
+            run.get(k)
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "?".into())
+        };
         kv(
             "config",
             format!(
@@ -478,10 +487,7 @@ fn manifest_block(r: &RunData) -> String {
         .end_monotonic_ns
         .map(|e| fmt_ns(e.saturating_sub(m.clock.start_monotonic_ns) as f64))
         .unwrap_or_else(|| "no end recorded".into());
-    kv(
-        "clock",
-        format!("started {} · {}", m.clock.start_utc, dur),
-    );
+    kv("clock", format!("started {} · {}", m.clock.start_utc, dur));
     if !m.scripts.is_empty() {
         kv(
             "bpftrace scripts",
@@ -621,7 +627,17 @@ fn timeline_json(r: &RunData) -> Option<(String, usize)> {
         r.io.iter()
             .map(|q| {
                 let (a, d) = span(q.submit_ns, q.complete_ns);
-                (a, d, format!("read #{} chunk {} {} @{}", q.id, q.chunk, human_bytes(q.bytes), q.offset))
+                (
+                    a,
+                    d,
+                    format!(
+                        "read #{} chunk {} {} @{}",
+                        q.id,
+                        q.chunk,
+                        human_bytes(q.bytes),
+                        q.offset
+                    ),
+                )
             })
             .collect(),
     );
@@ -634,11 +650,15 @@ fn timeline_json(r: &RunData) -> Option<(String, usize)> {
             .filter(|x| x.kind == StallKind::StreamWait)
             .map(|x| {
                 let (a, d) = span(x.start_ns, x.end_ns);
-                let at = x
-                    .op
-                    .as_ref()
-                    .map(|o| format!(" before {o}{}", x.layer.map(|l| format!(" L{l}")).unwrap_or_default()))
-                    .unwrap_or_default();
+                let at =
+                    x.op.as_ref()
+                        .map(|o| {
+                            format!(
+                                " before {o}{}",
+                                x.layer.map(|l| format!(" L{l}")).unwrap_or_default()
+                            )
+                        })
+                        .unwrap_or_default();
                 (a, d, format!("stall on chunk {}{at}", x.what))
             })
             .collect(),
@@ -651,12 +671,23 @@ fn timeline_json(r: &RunData) -> Option<(String, usize)> {
             .iter()
             .map(|b| {
                 let (a, d) = span(b.issue_ns, b.complete_ns);
-                (a, d, format!("block {} {} {} ({})", b.rwbs, b.dev, human_bytes(b.bytes), b.stage))
+                (
+                    a,
+                    d,
+                    format!(
+                        "block {} {} {} ({})",
+                        b.rwbs,
+                        b.dev,
+                        human_bytes(b.bytes),
+                        b.stage
+                    ),
+                )
             })
             .collect(),
     );
     let kernel_lane = |kind: &str| -> Vec<Item> {
-        let mut v: Vec<&crate::run::KernelSpan> = r.kernel.iter().filter(|k| k.kind == kind).collect();
+        let mut v: Vec<&crate::run::KernelSpan> =
+            r.kernel.iter().filter(|k| k.kind == kind).collect();
         if v.len() > MAX_KERNEL_ITEMS {
             v.sort_by_key(|k| std::cmp::Reverse(k.end_ns - k.start_ns));
             v.truncate(MAX_KERNEL_ITEMS);
@@ -699,14 +730,28 @@ fn timeline(r: &RunData, n: usize) -> String {
         None => missing(
             r,
             "the timeline",
-            &[Family::Stages, Family::Tokens, Family::Io, Family::TensorTrace, Family::Bpf],
+            &[
+                Family::Stages,
+                Family::Tokens,
+                Family::Io,
+                Family::TensorTrace,
+                Family::Bpf,
+            ],
         ),
         Some((json, count)) => {
             let mut s = String::new();
-            if let Some(i) = r.inputs.iter().find(|i| matches!(i.state, InputState::Partial(_)) && i.family != Family::Manifest) {
+            if let Some(i) = r
+                .inputs
+                .iter()
+                .find(|i| matches!(i.state, InputState::Partial(_)) && i.family != Family::Manifest)
+            {
                 s.push_str(&note(
                     "partial input",
-                    &format!("Drawn as far as the inputs go: {} is partial ({}).", i.file, state_text(&i.state)),
+                    &format!(
+                        "Drawn as far as the inputs go: {} is partial ({}).",
+                        i.file,
+                        state_text(&i.state)
+                    ),
                 ));
             }
             let _ = write!(
@@ -737,8 +782,14 @@ fn tokens_section(r: &RunData, st: &RunStats) -> String {
         opt_ns(st.tpot_p50_ns),
         opt_ns(st.tpot_p95_ns)
     );
-    if let Some(i) = r.input(Family::Tokens).filter(|i| matches!(i.state, InputState::Partial(_))) {
-        s.push_str(&note("partial input", &format!("tokens.jsonl is partial: {}", state_text(&i.state))));
+    if let Some(i) = r
+        .input(Family::Tokens)
+        .filter(|i| matches!(i.state, InputState::Partial(_)))
+    {
+        s.push_str(&note(
+            "partial input",
+            &format!("tokens.jsonl is partial: {}", state_text(&i.state)),
+        ));
     }
     let has_faults = r.stalls.iter().any(|x| x.kind == StallKind::MajorFault);
     s.push_str("<h3>time per token: compute, stalled on stream reads, in major faults</h3><div class=\"legend\"><span><i style=\"background:var(--op)\"></i>other (compute, sampling)</span><span><i style=\"background:var(--stall)\"></i>stalled on I/O</span><span><i style=\"background:var(--fault)\"></i>in major faults</span></div>");
@@ -750,7 +801,11 @@ fn tokens_section(r: &RunData, st: &RunStats) -> String {
             (
                 t.label(),
                 vec![
-                    (t.dur_ns.saturating_sub(waits) as f64, "c-compute", "compute"),
+                    (
+                        t.dur_ns.saturating_sub(waits) as f64,
+                        "c-compute",
+                        "compute",
+                    ),
                     (t.stall_ns as f64, "c-stall", "stall"),
                     (t.fault_ns as f64, "c-fault", "major faults"),
                 ],
@@ -765,7 +820,12 @@ fn tokens_section(r: &RunData, st: &RunStats) -> String {
         let cols: Vec<svg::Column> = st
             .tokens
             .iter()
-            .map(|t| (t.label(), vec![(t.overlap_pct.unwrap_or(0.0), "c-io", "overlap %")]))
+            .map(|t| {
+                (
+                    t.label(),
+                    vec![(t.overlap_pct.unwrap_or(0.0), "c-io", "overlap %")],
+                )
+            })
             .collect();
         s.push_str(&svg::columns(
             &cols,
@@ -822,11 +882,22 @@ fn layers_section(r: &RunData, st: &RunStats) -> String {
     let ops: Vec<(String, f64)> = st
         .op_ns
         .iter()
-        .map(|(o, ns)| (format!("{o} ({:.1}%)", 100.0 * *ns as f64 / total as f64), *ns as f64))
+        .map(|(o, ns)| {
+            (
+                format!("{o} ({:.1}%)", 100.0 * *ns as f64 / total as f64),
+                *ns as f64,
+            )
+        })
         .collect();
     let mut s = String::new();
-    if let Some(i) = r.input(Family::TensorTrace).filter(|i| matches!(i.state, InputState::Partial(_))) {
-        s.push_str(&note("partial input", &format!("tensor-trace.bin is partial: {}", state_text(&i.state))));
+    if let Some(i) = r
+        .input(Family::TensorTrace)
+        .filter(|i| matches!(i.state, InputState::Partial(_)))
+    {
+        s.push_str(&note(
+            "partial input",
+            &format!("tensor-trace.bin is partial: {}", state_text(&i.state)),
+        ));
     }
     // Per phase: prefill and decode ops differ by the tokens they process.
     let mut by_phase: BTreeMap<&str, (u64, usize)> = BTreeMap::new();
@@ -855,14 +926,20 @@ fn layers_section(r: &RunData, st: &RunStats) -> String {
     op_names.sort();
     op_names.dedup();
     if !op_names.is_empty() {
-        let rows: Vec<String> = st.layer_ns.iter().map(|(l, _)| format!("layer {l}")).collect();
+        let rows: Vec<String> = st
+            .layer_ns
+            .iter()
+            .map(|(l, _)| format!("layer {l}"))
+            .collect();
         let values: Vec<Vec<f64>> = st
             .layer_ns
             .iter()
             .map(|(l, _)| {
                 op_names
                     .iter()
-                    .map(|o| st.layer_op_ns.get(&(*l, o.clone())).copied().unwrap_or(0) as f64 / 1e3)
+                    .map(|o| {
+                        st.layer_op_ns.get(&(*l, o.clone())).copied().unwrap_or(0) as f64 / 1e3
+                    })
                     .collect()
             })
             .collect();
@@ -911,7 +988,9 @@ fn throughput_section(r: &RunData, st: &RunStats) -> String {
                     (t.label(), vec![(v, "c-io", "MB/s")])
                 })
                 .collect();
-            s.push_str("<p class=\"sub\">per token: bytes completed / time reads were in flight</p>");
+            s.push_str(
+                "<p class=\"sub\">per token: bytes completed / time reads were in flight</p>",
+            );
             s.push_str(&svg::columns(
                 &cols,
                 &fmt_rate,
@@ -959,7 +1038,12 @@ fn throughput_section(r: &RunData, st: &RunStats) -> String {
         let cols: Vec<svg::Column> = st
             .tokens
             .iter()
-            .map(|t| (t.label(), vec![(t.storage_read_bytes.unwrap_or(0) as f64, "c-bar", "bytes")]))
+            .map(|t| {
+                (
+                    t.label(),
+                    vec![(t.storage_read_bytes.unwrap_or(0) as f64, "c-bar", "bytes")],
+                )
+            })
             .collect();
         s.push_str(&svg::columns(&cols, &|v| human_bytes(v as u64), None));
     }
@@ -982,8 +1066,14 @@ fn stalls_section(r: &RunData, st: &RunStats) -> String {
         }
     };
     for (kind, title) in [
-        (StallKind::StreamWait, "compute waiting for stream reads (io.jsonl wait_begin → wait_end)"),
-        (StallKind::MajorFault, "major page faults (bpftrace faults: mmap'd weights not in the page cache)"),
+        (
+            StallKind::StreamWait,
+            "compute waiting for stream reads (io.jsonl wait_begin → wait_end)",
+        ),
+        (
+            StallKind::MajorFault,
+            "major page faults (bpftrace faults: mmap'd weights not in the page cache)",
+        ),
     ] {
         let _ = write!(s, "<h3>{}</h3>", esc(title));
         let list: Vec<&crate::run::Stall> = r.stalls.iter().filter(|x| x.kind == kind).collect();
@@ -1003,12 +1093,22 @@ fn stalls_section(r: &RunData, st: &RunStats) -> String {
             });
             continue;
         }
-        let total = if kind == StallKind::StreamWait { st.stall_ns } else { st.fault_ns };
+        let total = if kind == StallKind::StreamWait {
+            st.stall_ns
+        } else {
+            st.fault_ns
+        };
         let in_decode: u64 = st
             .tokens
             .iter()
             .filter(|t| t.phase == Phase::Decode)
-            .map(|t| if kind == StallKind::StreamWait { t.stall_ns } else { t.fault_ns })
+            .map(|t| {
+                if kind == StallKind::StreamWait {
+                    t.stall_ns
+                } else {
+                    t.fault_ns
+                }
+            })
             .sum();
         let _ = write!(
             s,
@@ -1113,7 +1213,13 @@ fn heatmap_section(r: &RunData, st: &RunStats) -> String {
     }
     let cols: Vec<String> = tokens
         .iter()
-        .map(|(g, t)| if *g == 0 { t.to_string() } else { format!("g{g}/{t}") })
+        .map(|(g, t)| {
+            if *g == 0 {
+                t.to_string()
+            } else {
+                format!("g{g}/{t}")
+            }
+        })
         .collect();
     let mut s = format!(
         "<p class=\"sub\">{} weight tensors × {} tokens; cell = accesses (darker = more; the prefill column \
@@ -1324,7 +1430,10 @@ mod tests {
             .match_indices("class=\"missing\"")
             .map(|(i, _)| &html[i..(i + 300).min(html.len())])
             .collect();
-        assert!(missing.is_empty(), "synthetic run has every input: {missing:#?}");
+        assert!(
+            missing.is_empty(),
+            "synthetic run has every input: {missing:#?}"
+        );
         assert!(html.contains("data-src=\"timeline-data-1\""));
     }
 

@@ -149,11 +149,7 @@ pub fn heatmap(rows: &[String], cols: &[String], values: &[Vec<f64>], col_kind: 
                     l = esc(label)
                 );
             } else {
-                let _ = write!(
-                    s,
-                    r#"<text x="{x:.2}" y="10">{l}</text>"#,
-                    l = esc(label)
-                );
+                let _ = write!(s, r#"<text x="{x:.2}" y="10">{l}</text>"#, l = esc(label));
             }
         }
     }
@@ -229,7 +225,12 @@ mod tests {
         );
         assert_eq!(c.matches("<rect").count(), 2);
         assert!(c.contains("c-bound"));
-        let m = heatmap(&["t".into()], &["0".into(), "1".into()], &[vec![1.0, 0.0]], "token");
+        let m = heatmap(
+            &["t".into()],
+            &["0".into(), "1".into()],
+            &[vec![1.0, 0.0]],
+            "token",
+        );
         assert_eq!(m.matches("<rect").count(), 1);
         // Empty inputs still give valid SVG.
         assert!(hbars(&[], &|v| v.to_string(), "x").ends_with("</svg>"));

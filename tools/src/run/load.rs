@@ -4,9 +4,9 @@
 // map their records onto the tool's format-independent records. Nothing here parses a file.
 
 use super::{
-    BlockIo, Bucket, CounterSeries, Family, Histogram, Input, InputState, IoRequest,
-    KernelSpan, KeyedValues, OpSpan, Phase, RunData, StageSpan, Stall, StallKind, TensorAccess,
-    TokenSpan, Unit,
+    BlockIo, Bucket, CounterSeries, Family, Histogram, Input, InputState, IoRequest, KernelSpan,
+    KeyedValues, OpSpan, Phase, RunData, StageSpan, Stall, StallKind, TensorAccess, TokenSpan,
+    Unit,
 };
 use crate::manifest_compat::{self, status_name, ManifestError, RunStatus, MANIFEST_FILE};
 use crate::tensor_trace;
@@ -16,7 +16,7 @@ use flashslim::runlog::records::{
     read_jsonl_file, IoRecord, JsonlFile, StageRecord, TokenRecord, IO_FORMAT, STAGES_FORMAT,
     TOKENS_FORMAT,
 };
-use flashslim::runlog::{RunlogError, IO, STAGES, STACKS, TENSOR_TRACE, TOKENS};
+use flashslim::runlog::{RunlogError, IO, STACKS, STAGES, TENSOR_TRACE, TOKENS};
 use flashslim::trace::NO_TENSOR;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
@@ -112,9 +112,17 @@ pub fn load(dir: &Path) -> Result<RunData, LoadError> {
             .collect();
         let mut text = format!("{} stage record(s)", f.records.len());
         if unfinished > 0 {
-            text.push_str(&format!("; {unfinished} closed unfinished (error or interrupt)"));
+            text.push_str(&format!(
+                "; {unfinished} closed unfinished (error or interrupt)"
+            ));
         }
-        set_state(&mut run, Family::Stages, text, f.truncated || unfinished > 0, f.truncated);
+        set_state(
+            &mut run,
+            Family::Stages,
+            text,
+            f.truncated || unfinished > 0,
+            f.truncated,
+        );
     }
 
     // tokens.jsonl
@@ -298,7 +306,10 @@ fn load_manifest(dir: &Path, run: &mut RunData) -> Result<(), LoadError> {
                     s.push_str(&format!("; missing here: {}", missing.join(", ")));
                 }
                 if !differ.is_empty() {
-                    s.push_str(&format!("; differ from the manifest: {}", differ.join(", ")));
+                    s.push_str(&format!(
+                        "; differ from the manifest: {}",
+                        differ.join(", ")
+                    ));
                 }
                 let running = m.status == RunStatus::Running;
                 if running {
@@ -385,7 +396,11 @@ fn token_spans(recs: &[TokenRecord], stages: &[StageSpan]) -> Vec<TokenSpan> {
             TokenSpan {
                 gen: t.gen,
                 index: t.index.min(u32::MAX as u64) as u32,
-                phase: if decode { Phase::Decode } else { Phase::Prefill },
+                phase: if decode {
+                    Phase::Decode
+                } else {
+                    Phase::Prefill
+                },
                 start_ns: start,
                 end_ns: t.t_ns,
                 pass_ns: t.pass_ns,
@@ -470,7 +485,9 @@ fn io_requests(recs: &[IoRecord]) -> (Vec<IoRequest>, Vec<Stall>, String) {
         text.push_str(&format!("; {in_flight} read(s) never completed"));
     }
     if unmatched > 0 {
-        text.push_str(&format!("; {unmatched} unmatched complete/wait_end event(s)"));
+        text.push_str(&format!(
+            "; {unmatched} unmatched complete/wait_end event(s)"
+        ));
     }
     if unknown > 0 {
         text.push_str(&format!("; {unknown} event(s) of an unknown kind ignored"));
@@ -899,7 +916,12 @@ fn add_counters(run: &mut RunData) {
         run.counters.push(CounterSeries {
             name: "stream reads in flight".into(),
             unit: Unit::Count,
-            points: in_flight(run.io.iter().map(|r| (r.submit_ns, r.complete_ns)).collect()),
+            points: in_flight(
+                run.io
+                    .iter()
+                    .map(|r| (r.submit_ns, r.complete_ns))
+                    .collect(),
+            ),
         });
     }
     if !run.block_io.is_empty() {

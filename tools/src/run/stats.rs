@@ -151,7 +151,11 @@ impl RunStats {
             .filter(|x| x.kind == StallKind::MajorFault)
             .map(|x| (x.start_ns, x.end_ns))
             .collect();
-        let reads: Vec<(u64, u64)> = run.io.iter().map(|r| (r.submit_ns, r.complete_ns)).collect();
+        let reads: Vec<(u64, u64)> = run
+            .io
+            .iter()
+            .map(|r| (r.submit_ns, r.complete_ns))
+            .collect();
         let blocks: Vec<(u64, u64)> = run
             .block_io
             .iter()
@@ -256,7 +260,8 @@ impl RunStats {
             .into_iter()
             .map(|((k, o), d)| (kind_of(k), o, d))
             .collect();
-        s.stall_by_op.sort_by(|a, b| b.2.cmp(&a.2).then(a.1.cmp(&b.1)));
+        s.stall_by_op
+            .sort_by(|a, b| b.2.cmp(&a.2).then(a.1.cmp(&b.1)));
 
         let mut heat: BTreeMap<&str, u64> = BTreeMap::new();
         for a in &run.accesses {
@@ -367,7 +372,10 @@ mod tests {
         assert_eq!(s.achieved_bytes_per_s, Some(4096.0 * 1e9 / 200.0));
         assert_eq!(
             s.stall_by_layer,
-            vec![(StallKind::MajorFault, 0, 100), (StallKind::StreamWait, 2, 50)]
+            vec![
+                (StallKind::MajorFault, 0, 100),
+                (StallKind::StreamWait, 2, 50)
+            ]
         );
         assert_eq!(s.stall_by_op[1], (StallKind::StreamWait, "qkv".into(), 50));
         assert_eq!((s.stall_ns, s.fault_ns), (50, 100));

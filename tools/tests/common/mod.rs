@@ -71,7 +71,10 @@ pub fn real_runs() -> &'static RealRuns {
         let exe = std::env::current_exe().unwrap();
         // `cli-<hash>` → `cli`: one directory per test, replaced by each run.
         let stem = exe.file_stem().unwrap().to_string_lossy().into_owned();
-        let name = stem.rsplit_once('-').map_or(stem.as_str(), |(n, _)| n).to_string();
+        let name = stem
+            .rsplit_once('-')
+            .map_or(stem.as_str(), |(n, _)| n)
+            .to_string();
         let parent = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("real-runs-{name}"));
         let _ = std::fs::remove_dir_all(&parent);
         let runs = parent.join("runs");
@@ -82,7 +85,15 @@ pub fn real_runs() -> &'static RealRuns {
         run_ok(
             Command::new(&bin)
                 .args(["plan", "--budget", "48MiB", "--sweep-mib", "8"])
-                .args(["--prompt-tokens", "8", "--decode-tokens", "4", "-t", "2", "-m"])
+                .args([
+                    "--prompt-tokens",
+                    "8",
+                    "--decode-tokens",
+                    "4",
+                    "-t",
+                    "2",
+                    "-m",
+                ])
                 .arg(&model)
                 .arg("-o")
                 .arg(&plan),
@@ -101,11 +112,29 @@ pub fn real_runs() -> &'static RealRuns {
         let bpf = bpftrace_usable();
         let mut c = Command::new(&bin);
         if bpf {
-            c.args(["profile", "--scripts", "blockio,faults,iouring,offcpu", "--weights", "stream"]);
+            c.args([
+                "profile",
+                "--scripts",
+                "blockio,faults,iouring,offcpu",
+                "--weights",
+                "stream",
+            ]);
             common(&mut c);
-            c.arg("--").arg("--plan").arg(&plan).args(["--temp", "0", "--seed", "1"]);
+            c.arg("--")
+                .arg("--plan")
+                .arg(&plan)
+                .args(["--temp", "0", "--seed", "1"]);
         } else {
-            c.args(["run", "--weights", "stream", "--temp", "0", "--seed", "1", "--plan"]);
+            c.args([
+                "run",
+                "--weights",
+                "stream",
+                "--temp",
+                "0",
+                "--seed",
+                "1",
+                "--plan",
+            ]);
             c.arg(&plan);
             common(&mut c);
         }

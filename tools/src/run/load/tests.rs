@@ -73,8 +73,7 @@ fn damaged_and_missing_inputs_are_marked() {
 fn a_newer_manifest_refuses_the_run_and_no_directory_is_an_error() {
     let (_t, d) = synth(Mode::Mmap);
     let p = d.join(MANIFEST_FILE);
-    let mut v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
     v["schema_version"] = 99.into();
     std::fs::write(&p, v.to_string()).unwrap();
     let e = load(&d).unwrap_err();
