@@ -204,7 +204,10 @@ pub fn load(dir: &Path) -> Result<RunData, LoadError> {
             Err(e) => InputState::Unreadable(e.to_string()),
             Ok(text) => {
                 let (good, bad) = check_folded(&text);
-                if good == 0 {
+                if text.trim().is_empty() {
+                    // cpuprofile ran but sampled nothing (a run shorter than its period).
+                    InputState::Partial("empty: no stack was sampled".into())
+                } else if good == 0 {
                     InputState::Unreadable(format!(
                         "no `frame;frame COUNT` lines ({bad} other line(s))"
                     ))
