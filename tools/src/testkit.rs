@@ -1,7 +1,8 @@
 //! Runs built for tests through the engine's own writers: manifests (`Manifest`, `RunDir`),
 //! JSON-lines records (`JsonlWriter` with `StageRecord`/`TokenRecord`/`IoRecord`) and
 //! tensor traces (`TraceHeader::encode`/`TraceRecord::encode`), plus bpftrace output in its
-//! documented row layout. Streaming runs (`io.jsonl`) are made here until the engine writes them.
+//! documented row layout: small deterministic runs for unit tests (the integration tests use
+//! runs made by the real engine, `tools/tests/common`).
 
 use crate::manifest_compat::{FileEntry, Manifest, RunStatus, MANIFEST_FILE};
 use crate::run::RunData;

@@ -1,6 +1,6 @@
-// The `slim` binary end to end: `slim gguf` on the real model (cross-checked against the
-// engine's own `flashslim inspect --csv` columns), and bad input for every subcommand — one
-// line on stderr, exit status 1, never a panic.
+// The `slim` binary end to end: merge, report and trace on runs made by the real engine (the
+// merged trace and the report's figures checked against the run's own files), `slim gguf` on the
+// real model (against `flashslim inspect --csv`), bad input for every subcommand (one line, exit 1).
 
 mod common;
 
