@@ -171,9 +171,12 @@ impl OpExec<'_> {
     }
 }
 
+/// What identifies one op execution among the records: thread, start, op, layer, gen, token, pos.
+type OpKey = (u32, u64, u8, u16, u16, u32, u32);
+
 /// Group records into op executions, in time order.
 pub fn ops(d: &TraceData) -> Vec<OpExec<'_>> {
-    let mut index: HashMap<(u32, u64, u8, u16, u16, u32, u32), usize> = HashMap::new();
+    let mut index: HashMap<OpKey, usize> = HashMap::new();
     let mut out: Vec<OpExec> = Vec::new();
     for r in &d.records {
         let key = (r.thread, r.t_ns, r.op, r.layer, r.gen, r.token, r.pos);

@@ -383,7 +383,7 @@ pub fn write_synthetic_run(parent: &Path, name: &str, s: Synth) -> PathBuf {
         t += d;
         for l in 0..s.layers {
             for &(op, ts) in LAYER_OPS.iter() {
-                let heavy = ts.len() > 0 && !matches!(op, 1 | 6);
+                let heavy = !ts.is_empty() && !matches!(op, 1 | 6);
                 let mut d = if heavy {
                     rng.range(150_000, 400_000)
                 } else {
