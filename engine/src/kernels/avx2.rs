@@ -3,6 +3,7 @@
 // f16 attention helpers. Same names and results as `scalar.rs` up to f32 summation order.
 
 use super::act::{ActRow, Acts};
+use super::avx512::PREFETCH;
 use super::blocks::*;
 use super::float_ty;
 use crate::gguf::GgmlType;
@@ -74,6 +75,12 @@ unsafe fn rows_t<B: Block>(
         }
         for r in 0..nrows {
             let row = B::slice(&w[r * rb..(r + 1) * rb]);
+            // Ask for the weights PREFETCH bytes past this row, one request per cache line (the
+            // hardware prefetcher alone leaves decode latency-bound; see avx512::PREFETCH).
+            let base = w.as_ptr().wrapping_add(r * rb + PREFETCH);
+            for line in (0..rb).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(line).cast());
+            }
             let mut t = 0;
             while t + TILE <= nt {
                 let tile: &[ActRow; TILE] = xs[t..t + TILE].try_into().expect("tile");

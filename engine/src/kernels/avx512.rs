@@ -8,9 +8,12 @@ use crate::gguf::GgmlType;
 use std::arch::x86_64::*;
 
 /// Tokens per prefill tile.
-const TILE: usize = 4;
-/// Bytes ahead of the current block that are prefetched.
-const PREFETCH: usize = 1024;
+const TILE: usize = 8;
+/// Bytes ahead of the current block that are prefetched. Decode streams every weight once per
+/// token and this machine's hardware prefetcher does not run far enough ahead: measured on Q4_1
+/// tg64 at 1 thread, 0 B → ~95 tok/s, 1 KiB → ~135, 4 KiB → ~155, 8 KiB → ~185, 64 KiB → ~155
+/// (latency × bandwidth ≈ 8 KiB). See docs/benchmarks.md.
+pub(super) const PREFETCH: usize = 8192;
 
 /// AVX-512 rows kernel (see [`super::RowsFn`]).
 ///
@@ -242,10 +245,17 @@ unsafe fn dot_family<B, const R: usize, const T: usize, const OFF: i8, const MIN
                 // end is the next row).
                 _mm_prefetch::<_MM_HINT_T0>((b0 as *const B).cast::<i8>().wrapping_add(PREFETCH));
                 w[r] = w2(b0, b1);
+                // Both blocks' f16 scale (and min) in one conversion: lanes d0, m0, d1, m1.
                 let ((d0, m0), (d1, m1)) = (dm(b0), dm(b1));
-                dw[r] = [f16s(d0), f16s(d1)];
+                let bits = |d: [u8; 2], m: [u8; 2]| i32::from_le_bytes([d[0], d[1], m[0], m[1]]);
+                let mut v = [0.0f32; 4];
+                _mm_storeu_ps(
+                    v.as_mut_ptr(),
+                    _mm_cvtph_ps(_mm_setr_epi32(bits(d0, m0), bits(d1, m1), 0, 0)),
+                );
+                dw[r] = [v[0], v[2]];
                 if MIN {
-                    mw[r] = [f16s(m0), f16s(m1)];
+                    mw[r] = [v[1], v[3]];
                 }
             }
             for t in 0..T {
