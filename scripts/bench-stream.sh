@@ -8,7 +8,7 @@
 #
 # Usage: scripts/bench-stream.sh [--caps "64 80 96 128"] [--model M] [--budgets "64:44 ..."]
 #        [--n N] [--threads T] [--synth] [--out FILE.md]
-#   --budgets CAP:BUDGET_MIB pairs (default: cap - 20 MiB, the measured non-weight overhead)
+#   --budgets CAP:BUDGET_MIB pairs (default: cap - 28 MiB, the measured non-weight overhead)
 #   --synth  also the SYNTHETIC TinyLlama-1.1B-shaped Q4_0 scale point at a 256 MiB cap
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -146,7 +146,7 @@ bench_model() {
             log "llama.cpp $mode cap $label: $tps tok/s, ttft $ttft ms, peak $(( peak / 1048576 )) MiB, oom $oom, rc $rc"
         done
         [[ $cap == 0 ]] && { flashslim_row "$model" 0 0; continue; }
-        local budget=$(( cap - 20 ))
+        local budget=$(( cap - 28 ))
         for pair in $budgets; do [[ "${pair%%:*}" == "$cap" ]] && budget="${pair##*:}"; done
         flashslim_row "$model" "$cap" "$budget"
     done

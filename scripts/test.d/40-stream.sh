@@ -19,7 +19,7 @@ fi
 fs="$(flashslim_bin)"
 tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
 cap=$(( 64 << 20 ))
-RUN_TIMEOUT=240 cg_run "$cap" "$tmp/run" "$fs" bench -m "$DEFAULT_MODEL" --weights stream --budget 44MiB \
+RUN_TIMEOUT=240 cg_run "$cap" "$tmp/run" "$fs" bench -m "$DEFAULT_MODEL" --weights stream --budget 36MiB \
     -t 2 -p 8 -n 8 -r 1
 read -r peak oom fail rb rc ms < "$tmp/run.cg"
 log "64 MiB cgroup: exit $rc, peak $(( peak >> 20 )) MiB, oom kills $oom, failcnt $fail, read $(( rb >> 20 )) MiB, ${ms} ms"
