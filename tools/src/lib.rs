@@ -6,11 +6,12 @@ Perfetto/Chrome trace, and write one self-contained HTML report.
 
 - [`pull`]: list the runs on a device and copy them with verification (sha256 + size from the
   run's `manifest.json`), over the system `ssh` (scp or rsync) or `adb`.
-- [`manifest_compat`]: the one place that parses `manifest.json` (phase 2 swaps it for the
-  engine's reader).
+- [`manifest_compat`]: `manifest.json` through the engine's reader
+  (`flashslim::runlog::Manifest`), plus the checks a host needs before writing what it names.
 - [`run`]: the format-independent records of one run (stages, tokens, ops, I/O requests,
   counters, tensor accesses, bpftrace summaries) and the per-input status the report shows.
-  [`run::load`] fills it from a run directory.
+  [`run::load`] fills it from a run directory through the engine's readers (`runlog::records`,
+  `runlog::bpf`, `trace::TraceReader`).
 - [`timeline`]: the internal event model (processes, threads, slices, async spans, counters,
   instants on one nanosecond time base), its Chrome JSON writer and a validator.
 - [`merge`]: sources that turn run records into timeline events.
@@ -18,8 +19,7 @@ Perfetto/Chrome trace, and write one self-contained HTML report.
 - [`tensor_trace`]: statistics, CSV and per-token JSON over tensor-access records.
 - [`gguf_map`]: a model's memory map (tensor offsets, sizes, layer, component).
 
-The engine crate owns every on-device format; this crate never parses one of them twice. Inputs
-whose engine reader does not exist yet are marked `TODO(phase 2)` where they plug in.
+The engine crate owns every on-device format; this crate never parses one of them twice.
 */
 #![deny(missing_docs)]
 

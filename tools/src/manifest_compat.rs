@@ -1,87 +1,37 @@
-//! The run directory's `manifest.json`, parsed in exactly one place. It holds the part of the
-//! profiler's manifest contract (issue #4) that the host tools rely on: schema version, run id,
-//! status, and every file of the run with its size and sha256.
-//!
-//! PHASE 2: replace `Manifest`/`parse` with the engine's `flashslim::runlog::Manifest` reader in
-//! this one file (keep the `Manifest`/`FileEntry`/`RunStatus` names as re-exports or thin
-//! adapters); `pull` and `report` only go through this module.
+//! The run directory's `manifest.json`, read in exactly one place: the engine's own reader
+//! (`flashslim::runlog::Manifest`, schema `flashslim.run`) plus the checks a host needs before it
+//! writes anything named by a manifest that came over the network (no `.partial` names, no
+//! duplicates, no control characters, no file that is also a directory).
 
-use serde::{Deserialize, Serialize};
+pub use flashslim::runlog::manifest::SCHEMA_VERSION;
+pub use flashslim::runlog::{FileEntry, Manifest, RunStatus, MANIFEST};
+
+use flashslim::runlog::RunlogError;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// File name of the manifest at the root of a run directory.
-pub const MANIFEST_FILE: &str = "manifest.json";
+pub const MANIFEST_FILE: &str = MANIFEST;
 
-/// Newest `schema_version` this build understands. A manifest with a larger one is refused.
-pub const KNOWN_SCHEMA_VERSION: u64 = 1;
+/// Newest `schema_version` this build understands (the engine reader's). Larger is refused.
+pub const KNOWN_SCHEMA_VERSION: u64 = SCHEMA_VERSION as u64;
 
 /// Suffix of files still being transferred (never a valid name inside a run).
 pub const PARTIAL_SUFFIX: &str = ".partial";
 
-/// What the profiler says about the run as a whole.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunStatus {
-    /// The engine is still writing the run; its files may grow.
-    Running,
-    /// The run ended normally.
-    Complete,
-    /// The run ended with an error.
-    Failed,
-    /// The run was stopped (signal) before its end.
-    Interrupted,
-}
-
-impl RunStatus {
-    /// The manifest spelling.
-    pub fn name(self) -> &'static str {
-        match self {
-            RunStatus::Running => "running",
-            RunStatus::Complete => "complete",
-            RunStatus::Failed => "failed",
-            RunStatus::Interrupted => "interrupted",
-        }
+/// The manifest spelling of a status.
+pub fn status_name(s: RunStatus) -> &'static str {
+    match s {
+        RunStatus::Running => "running",
+        RunStatus::Complete => "complete",
+        RunStatus::Failed => "failed",
+        RunStatus::Interrupted => "interrupted",
     }
 }
 
-/// One file of the run, relative to the run directory.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileEntry {
-    /// Relative path with `/` separators; never absolute, never `..`.
-    pub path: String,
-    /// Size in bytes.
-    pub bytes: u64,
-    /// sha256 of the contents, lowercase hex (upper case is accepted and lowered).
-    pub sha256: String,
-}
-
-/// A parsed and validated `manifest.json`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Manifest {
-    /// Major schema version (integer).
-    pub schema_version: u64,
-    /// Run id; normally the run directory's name.
-    pub run_id: String,
-    /// Run status.
-    pub status: RunStatus,
-    /// Every file of the run except `manifest.json` itself.
-    pub files: Vec<FileEntry>,
-    /// Any other top-level fields (shown by the report's summary as they are).
-    #[serde(flatten)]
-    pub extra: serde_json::Map<String, serde_json::Value>,
-}
-
-impl Manifest {
-    /// Total bytes of the listed files.
-    pub fn total_bytes(&self) -> u64 {
-        self.files.iter().map(|f| f.bytes).sum()
-    }
-
-    /// The entry for `path`, if listed.
-    pub fn file(&self, path: &str) -> Option<&FileEntry> {
-        self.files.iter().find(|f| f.path == path)
-    }
+/// Total bytes of the files a manifest lists.
+pub fn total_bytes(m: &Manifest) -> u64 {
+    m.files.iter().map(|f| f.bytes).sum()
 }
 
 /// Why a manifest was refused. Messages are one line.
@@ -95,15 +45,26 @@ pub enum ManifestError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// Not JSON, or a required field is missing or of the wrong type.
+    /// Not a flashslim run manifest, or one the engine's reader rejects (its message).
     Syntax(String),
-    /// `schema_version` is newer than [`KNOWN_SCHEMA_VERSION`].
-    NewerSchema {
-        /// The manifest's version.
-        found: u64,
-    },
-    /// Structurally valid JSON with an unacceptable value (unsafe path, bad hash, duplicate).
+    /// Written by a newer profiler: its schema version is above [`KNOWN_SCHEMA_VERSION`].
+    NewerSchema(String),
+    /// Readable, but names something a host must not write (unsafe path, `.partial`, duplicate).
     Invalid(String),
+}
+
+impl Clone for ManifestError {
+    fn clone(&self) -> Self {
+        match self {
+            ManifestError::Io { path, source } => ManifestError::Io {
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            ManifestError::Syntax(s) => ManifestError::Syntax(s.clone()),
+            ManifestError::NewerSchema(s) => ManifestError::NewerSchema(s.clone()),
+            ManifestError::Invalid(s) => ManifestError::Invalid(s.clone()),
+        }
+    }
 }
 
 impl fmt::Display for ManifestError {
@@ -111,11 +72,7 @@ impl fmt::Display for ManifestError {
         match self {
             ManifestError::Io { path, source } => write!(f, "{}: {source}", path.display()),
             ManifestError::Syntax(d) => write!(f, "malformed manifest: {d}"),
-            ManifestError::NewerSchema { found } => write!(
-                f,
-                "manifest schema_version {found} is newer than this tool understands \
-                 ({KNOWN_SCHEMA_VERSION}); update flashslim-tools"
-            ),
+            ManifestError::NewerSchema(d) => write!(f, "{d}; update flashslim-tools"),
             ManifestError::Invalid(d) => write!(f, "invalid manifest: {d}"),
         }
     }
@@ -130,29 +87,14 @@ impl std::error::Error for ManifestError {
     }
 }
 
-/// Parse and validate manifest bytes.
-///
-/// The schema version is checked before anything else, so a newer manifest whose other fields
-/// changed still gets the "newer schema" message rather than a confusing field error.
+/// Parse and validate manifest bytes with the engine's reader, then the host's checks.
 pub fn parse(bytes: &[u8]) -> Result<Manifest, ManifestError> {
-    let v: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| ManifestError::Syntax(e.to_string()))?;
-    let obj = v
-        .as_object()
-        .ok_or_else(|| ManifestError::Syntax("top level is not a JSON object".into()))?;
-    let version = match obj.get("schema_version") {
-        None => return Err(ManifestError::Syntax("missing `schema_version`".into())),
-        Some(s) => s.as_u64().ok_or_else(|| {
-            ManifestError::Syntax(format!(
-                "`schema_version` is {s}, not a non-negative integer"
-            ))
-        })?,
-    };
-    if version > KNOWN_SCHEMA_VERSION {
-        return Err(ManifestError::NewerSchema { found: version });
-    }
-    let mut m: Manifest =
-        serde_json::from_value(v).map_err(|e| ManifestError::Syntax(e.to_string()))?;
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| ManifestError::Syntax("manifest is not UTF-8".into()))?;
+    let mut m = Manifest::from_json(text).map_err(|e| match e {
+        RunlogError::Newer(m) => ManifestError::NewerSchema(m),
+        e => ManifestError::Syntax(e.to_string()),
+    })?;
     validate(&mut m)?;
     Ok(m)
 }
@@ -201,12 +143,6 @@ fn validate(m: &mut Manifest) -> Result<(), ManifestError> {
             )));
         }
         f.sha256.make_ascii_lowercase();
-        if f.sha256.len() != 64 || !f.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(ManifestError::Invalid(format!(
-                "file {:?}: sha256 {:?} is not 64 hex digits",
-                f.path, f.sha256
-            )));
-        }
         if !seen.insert(f.path.clone()) {
             return Err(ManifestError::Invalid(format!(
                 "file {:?} is listed twice",
@@ -233,37 +169,37 @@ mod tests {
 
     const H: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
 
-    fn manifest(version: &str, files: &str) -> String {
-        format!(
-            r#"{{"schema_version": {version}, "run_id": "r1", "status": "complete",
-                "files": [{files}], "model": "m.gguf"}}"#
-        )
+    /// A manifest as the engine writes it, with `files` replaced.
+    fn manifest(version: u64, files: serde_json::Value) -> String {
+        let m = crate::testkit::engine_manifest("r1", RunStatus::Complete, Vec::new());
+        let mut v = serde_json::to_value(&m).unwrap();
+        v["schema_version"] = version.into();
+        v["files"] = files;
+        v.to_string()
+    }
+
+    fn file(path: &str, sha: &str) -> serde_json::Value {
+        serde_json::json!({"path": path, "bytes": 3, "sha256": sha})
     }
 
     #[test]
-    fn parses_and_keeps_extra_fields() {
+    fn parses_an_engine_manifest() {
         let m = parse(
-            manifest(
-                "1",
-                &format!(
-                    r#"{{"path":"a/b.jsonl","bytes":3,"sha256":"{}"}}"#,
-                    H.to_uppercase()
-                ),
-            )
-            .as_bytes(),
+            manifest(1, serde_json::json!([file("a/b.jsonl", &H.to_uppercase())])).as_bytes(),
         )
         .unwrap();
         assert_eq!(m.files[0].sha256, H);
-        assert_eq!(m.extra["model"], "m.gguf");
         assert_eq!(m.status, RunStatus::Complete);
-        assert_eq!(m.total_bytes(), 3);
+        assert_eq!(total_bytes(&m), 3);
     }
 
     #[test]
     fn newer_schema_is_refused_before_field_checks() {
-        let e = parse(br#"{"schema_version": 2, "something": "else"}"#).unwrap_err();
-        assert!(matches!(e, ManifestError::NewerSchema { found: 2 }), "{e}");
-        assert!(e.to_string().contains("newer"));
+        let e = parse(br#"{"schema": "flashslim.run", "schema_version": 2, "something": "else"}"#)
+            .unwrap_err();
+        assert!(matches!(e, ManifestError::NewerSchema(_)), "{e}");
+        assert!(e.to_string().contains("schema version 2 is newer"), "{e}");
+        assert!(e.to_string().ends_with("update flashslim-tools"), "{e}");
     }
 
     #[test]
@@ -276,29 +212,27 @@ mod tests {
             "",
             "x.partial",
             "manifest.json",
+            "a\u{7}b",
         ] {
-            let s = manifest(
-                "1",
-                &format!(r#"{{"path":{p:?},"bytes":3,"sha256":"{H}"}}"#),
-            );
+            let s = manifest(1, serde_json::json!([file(p, H)]));
             assert!(parse(s.as_bytes()).is_err(), "accepted {p:?}");
         }
     }
 
     #[test]
-    fn bad_hash_duplicate_and_missing_fields_are_refused() {
-        let bad = manifest("1", r#"{"path":"a","bytes":3,"sha256":"xyz"}"#);
-        assert!(parse(bad.as_bytes()).is_err());
-        let dup = manifest(
-            "1",
-            &format!(
-                r#"{{"path":"a","bytes":3,"sha256":"{H}"}},{{"path":"a","bytes":3,"sha256":"{H}"}}"#
-            ),
-        );
-        assert!(parse(dup.as_bytes()).is_err());
-        assert!(parse(br#"{"schema_version": 1}"#).is_err());
+    fn bad_hash_duplicate_and_foreign_manifests_are_refused() {
+        assert!(parse(manifest(1, serde_json::json!([file("a", "xyz")])).as_bytes()).is_err());
+        let dup = manifest(1, serde_json::json!([file("a", H), file("a", H)]));
+        assert!(parse(dup.as_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("twice"));
+        let dir = manifest(1, serde_json::json!([file("a", H), file("a/b", H)]));
+        assert!(parse(dir.as_bytes()).is_err());
+        // Not a flashslim run manifest: the engine reader's message.
+        let e = parse(br#"{"schema_version": 1}"#).unwrap_err();
+        assert!(e.to_string().contains("no `schema` field"), "{e}");
         assert!(parse(b"not json").is_err());
-        let st = r#"{"schema_version":1,"run_id":"r","status":"weird","files":[]}"#;
-        assert!(parse(st.as_bytes()).is_err());
+        assert!(parse(b"\xff\xfe").is_err());
     }
 }

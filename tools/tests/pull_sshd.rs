@@ -4,8 +4,10 @@
 // offers no sftp subsystem, so scp only works with -O. Covered for both copy modes: full pull,
 // an interrupted transfer resumed, a corrupted local file re-fetched, a device file changed
 // after its manifest entry refused; plus a pull killed mid-copy, --list and --delete-after-verify.
-// The "device" run is synthetic (testkit); phase 2 switches it to a run made by the engine.
+// The main test pulls two runs made by the real engine (tests/common); the others use testkit runs.
 // Needs root and openssh-server; run by scripts/test.d/80-tools.sh (`--include-ignored`).
+
+mod common;
 
 use flashslim_tools::manifest_compat::RunStatus;
 use flashslim_tools::pull::verify_local_run;
@@ -154,9 +156,14 @@ fn run_files() -> Vec<(&'static str, Vec<u8>)> {
 }
 
 fn full_pull_resume_corrupt_refuse(transport: &str) {
+    // Two runs made by the real engine (mmap, and stream with tensor trace, io records and,
+    // as root, bpftrace outputs), placed on the "device" under their own names.
     let s = start_sshd();
-    write_device_run(&s.remote(), "run 1", RunStatus::Complete, &run_files()).unwrap();
-    write_device_run(&s.remote(), "run-2", RunStatus::Complete, &run_files()[..2]).unwrap();
+    let real = common::real_runs();
+    let name = |p: &Path| p.file_name().unwrap().to_string_lossy().into_owned();
+    let (r1, r2) = (name(&real.stream), name(&real.mmap));
+    common::copy_dir(&real.stream, &s.remote().join(&r1));
+    common::copy_dir(&real.mmap, &s.remote().join(&r2));
     let dest = s.path("host");
 
     // 1. Full pull.
@@ -169,7 +176,7 @@ fn full_pull_resume_corrupt_refuse(transport: &str) {
         "(scp -O)"
     };
     assert!(err.contains(via), "{}", text(&o));
-    for r in ["run 1", "run-2"] {
+    for r in [&r1, &r2] {
         assert!(verify_local_run(&dest.join(r)).is_ok(), "{r}");
         assert_eq!(
             std::fs::read(dest.join(r).join("manifest.json")).unwrap(),
@@ -177,23 +184,23 @@ fn full_pull_resume_corrupt_refuse(transport: &str) {
         );
     }
     assert!(
-        dest.join("run 1/report.html").is_file(),
+        dest.join(&r1).join("report.html").is_file(),
         "--report wrote the report"
     );
     let o = pull(&s, &dest, transport, &[]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("run 1: already complete"),
+        String::from_utf8_lossy(&o.stderr).contains(&format!("{r1}: already complete")),
         "{}",
         text(&o)
     );
 
     // 2. An interrupted transfer, resumed: the run is unfinished (no local manifest) and the big
     //    file is half there as .partial.
-    let big = dest.join("run 1/traces/tensor trace.bin");
-    let partial = dest.join("run 1/traces/tensor trace.bin.partial");
+    let big = dest.join(&r1).join("io.jsonl");
+    let partial = dest.join(&r1).join("io.jsonl.partial");
     let good = std::fs::read(&big).unwrap();
-    std::fs::remove_file(dest.join("run 1/manifest.json")).unwrap();
+    std::fs::remove_file(dest.join(&r1).join("manifest.json")).unwrap();
     std::fs::rename(&big, &partial).unwrap();
     std::fs::OpenOptions::new()
         .write(true)
@@ -206,7 +213,7 @@ fn full_pull_resume_corrupt_refuse(transport: &str) {
     assert!(o.status.success(), "{}", text(&o));
     assert!(!partial.exists());
     assert_eq!(std::fs::read(&big).unwrap(), good);
-    assert!(dest.join("run 1/manifest.json").is_file());
+    assert!(dest.join(&r1).join("manifest.json").is_file());
     if transport == "rsync" {
         // rsync --append-verify extended the partial file in place (same inode), it did not
         // fetch a new copy.
@@ -217,7 +224,7 @@ fn full_pull_resume_corrupt_refuse(transport: &str) {
         );
     }
     // A partial whose kept prefix is wrong is caught (rsync's whole-file check / our sha256).
-    std::fs::remove_file(dest.join("run 1/manifest.json")).unwrap();
+    std::fs::remove_file(dest.join(&r1).join("manifest.json")).unwrap();
     let mut bad = good[..good.len() / 3].to_vec();
     bad[100] ^= 0x55;
     std::fs::remove_file(&big).unwrap();
@@ -225,27 +232,30 @@ fn full_pull_resume_corrupt_refuse(transport: &str) {
     let o = pull(&s, &dest, transport, &[]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(std::fs::read(&big).unwrap(), good);
-    assert!(verify_local_run(&dest.join("run 1")).is_ok());
+    assert!(verify_local_run(&dest.join(&r1)).is_ok());
 
     // 3. A corrupted local file (same size, one byte flipped) is detected and fetched again.
-    let f = dest.join("run-2/stages.jsonl");
+    let f = dest.join(&r2).join("stages.jsonl");
     let mut b = std::fs::read(&f).unwrap();
-    b[5000] ^= 1;
+    let mid = b.len() / 2;
+    b[mid] ^= 1;
     std::fs::write(&f, &b).unwrap();
     let o = pull(&s, &dest, transport, &[]);
     assert!(o.status.success(), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("run-2/stages.jsonl: local copy does not match the manifest"),
+        err.contains(&format!(
+            "{r2}/stages.jsonl: local copy does not match the manifest"
+        )),
         "{}",
         text(&o)
     );
-    assert!(verify_local_run(&dest.join("run-2")).is_ok());
+    assert!(verify_local_run(&dest.join(&r2)).is_ok());
 
     // 4. A device file changed after its manifest entry: refused, named, nothing kept.
     let dest2 = s.path("host2");
     std::fs::write(
-        s.remote().join("run 1/stages.jsonl"),
+        s.remote().join(&r1).join("stages.jsonl"),
         b"rewritten after the manifest",
     )
     .unwrap();
@@ -253,7 +263,7 @@ fn full_pull_resume_corrupt_refuse(transport: &str) {
         &s,
         &dest2,
         transport,
-        &["--run", "run 1", "--delete-after-verify"],
+        &["--run", &r1, "--delete-after-verify"],
     );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
@@ -266,15 +276,15 @@ fn full_pull_resume_corrupt_refuse(transport: &str) {
         "{line}"
     );
     assert!(line.contains("device has 28 bytes"), "{line}");
-    assert!(!dest2.join("run 1/stages.jsonl").exists());
-    assert!(!dest2.join("run 1/stages.jsonl.partial").exists());
-    assert!(!dest2.join("run 1/manifest.json").exists());
+    assert!(!dest2.join(&r1).join("stages.jsonl").exists());
+    assert!(!dest2.join(&r1).join("stages.jsonl.partial").exists());
+    assert!(!dest2.join(&r1).join("manifest.json").exists());
     assert!(
-        s.remote().join("run 1/manifest.json").exists(),
+        s.remote().join(&r1).join("manifest.json").exists(),
         "nothing deleted on the device"
     );
     // The earlier verified copy in the first destination is untouched by a failing pull.
-    let o = pull(&s, &dest, transport, &["--run", "run 1"]);
+    let o = pull(&s, &dest, transport, &["--run", &r1]);
     assert!(
         o.status.success(),
         "a verified local run is complete as far as the host is concerned: {}",
@@ -299,15 +309,16 @@ fn rsync_transport() {
 #[ignore = "needs root and openssh-server; run by scripts/test.d/80-tools.sh"]
 fn list_latest_and_delete_after_verify() {
     let s = start_sshd();
-    write_device_run(&s.remote(), "a-old", RunStatus::Complete, &run_files()[..2]).unwrap();
-    std::thread::sleep(Duration::from_millis(1100));
-    write_device_run(&s.remote(), "b-new", RunStatus::Running, &run_files()[..2]).unwrap();
+    // b-new's manifest is the newest by more than a second (`-nt` may compare whole seconds).
     std::fs::create_dir_all(s.remote().join("c-future")).unwrap();
     std::fs::write(
         s.remote().join("c-future/manifest.json"),
-        br#"{"schema_version": 99}"#,
+        br#"{"schema": "flashslim.run", "schema_version": 99}"#,
     )
     .unwrap();
+    write_device_run(&s.remote(), "a-old", RunStatus::Complete, &run_files()[..2]).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    write_device_run(&s.remote(), "b-new", RunStatus::Running, &run_files()[..2]).unwrap();
     let dest = s.path("host");
     let o = pull(&s, &dest, "auto", &["--list"]);
     assert!(o.status.success(), "{}", text(&o));
@@ -322,7 +333,7 @@ fn list_latest_and_delete_after_verify() {
             .any(|l| l.starts_with("b-new") && l.contains("running")),
         "{out}"
     );
-    assert!(out.contains("schema_version 99 is newer"), "{out}");
+    assert!(out.contains("schema version 99 is newer"), "{out}");
     // --latest is the running run: pulled with a warning, never deleted.
     let o = pull(&s, &dest, "auto", &["--latest", "--delete-after-verify"]);
     assert!(o.status.success(), "{}", text(&o));
@@ -340,7 +351,7 @@ fn list_latest_and_delete_after_verify() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("run \"c-future\": manifest schema_version 99 is newer"),
+        err.contains("run \"c-future\": manifest schema version 99 is newer"),
         "{err}"
     );
     assert!(verify_local_run(&dest.join("a-old")).is_ok());

@@ -3,6 +3,8 @@
 // and make a screenshot. A harness test breaks the page on purpose to prove the check fails.
 // Needs Debian's `chromium`; run by scripts/test.d/80-tools.sh (`--include-ignored`).
 
+mod common;
+
 use flashslim_tools::report;
 use flashslim_tools::testkit::{synthetic_run, write_device_run, Mode};
 use std::path::{Path, PathBuf};
@@ -168,7 +170,7 @@ fn comparison_report_renders_both_timelines() {
 #[test]
 #[ignore = "needs chromium; run by scripts/test.d/80-tools.sh"]
 fn partial_run_dir_from_the_cli_renders_with_missing_markers() {
-    // A run directory with only what phase 1 reads: manifest, bpftrace JSON, folded stacks.
+    // A run directory holding only some inputs (no timed records), one of them unreadable.
     let t = tempfile::tempdir().unwrap();
     write_device_run(
         t.path(),
@@ -176,8 +178,9 @@ fn partial_run_dir_from_the_cli_renders_with_missing_markers() {
         flashslim_tools::manifest_compat::RunStatus::Interrupted,
         &[
             (
-                "bpf-biolatency.ndjson",
-                b"{\"type\": \"hist\", \"data\": {\"@usecs\": [{\"min\": 0, \"max\": 1, \"count\": 4}, {\"min\": 2, \"max\": 3, \"count\": 9}]}}\n".to_vec(),
+                "bpf-blockio.ndjson",
+                b"{\"type\": \"printf\", \"data\": \"format\\tflashslim.bpf\\t1\\tblockio\\n\"}\n\
+                  {\"type\": \"hist\", \"data\": {\"@usecs\": [{\"min\": 0, \"max\": 1, \"count\": 4}, {\"min\": 2, \"max\": 3, \"count\": 9}]}}\n".to_vec(),
             ),
             ("stacks.folded", b"flashslim;forward;matmul 90\nflashslim;sample 10\n".to_vec()),
             ("tokens.jsonl", b"{}\n".to_vec()),
@@ -196,7 +199,8 @@ fn partial_run_dir_from_the_cli_renders_with_missing_markers() {
     let html = std::fs::read_to_string(&out).unwrap();
     assert_eq!(report::external_references(&html), Vec::<String>::new());
     assert!(html.contains("data-missing=\"the timeline\""));
-    assert!(html.contains("reader not connected yet"));
+    assert!(html.contains("<code>tokens.jsonl</code></td><td><span class=\"badge b-unreadable\""));
+    assert!(html.contains("<code>bpf-blockio.ndjson</code></td><td><span class=\"badge b-loaded\""));
     let page = load(&out);
     assert_eq!(check(&page, false), Ok(0));
     assert!(page.dom.contains("id=\"flamegraph-1\""));
@@ -223,4 +227,51 @@ fn the_check_fails_on_a_broken_page() {
     assert!(e.contains("drew nothing"), "{e}");
     // The unbroken page passes the same check.
     check(&load(&write("good.html", &good)), true).unwrap();
+}
+
+/// `slim report` (the binary) on run directories made by the real engine.
+fn report_cli(runs: &[&Path], out: &Path) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_slim"))
+        .arg("report")
+        .args(runs)
+        .arg("-o")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let html = std::fs::read_to_string(out).unwrap();
+    assert_eq!(report::external_references(&html), Vec::<String>::new());
+    html
+}
+
+#[test]
+#[ignore = "needs chromium, the default model and target/release/flashslim; run by scripts/test.d/80-tools.sh"]
+fn report_of_a_real_stream_run_renders_its_timeline() {
+    let real = common::real_runs();
+    let out = artifacts().join("real-stream.html");
+    let html = report_cli(&[&real.stream], &out);
+    assert!(!html.contains("data-missing=\"the timeline\""));
+    let page = load(&out);
+    let drawn = check(&page, true).unwrap();
+    assert!(drawn > 1000, "stages, tokens, ops and reads drawn: {drawn}");
+    screenshot(&out, &artifacts().join("real-stream.png"));
+}
+
+#[test]
+#[ignore = "needs chromium, the default model and target/release/flashslim; run by scripts/test.d/80-tools.sh"]
+fn real_mmap_against_stream_renders_both_timelines() {
+    let real = common::real_runs();
+    let out = artifacts().join("real-compare.html");
+    report_cli(&[&real.mmap, &real.stream], &out);
+    let page = load(&out);
+    check(&page, true).unwrap();
+    for id in ["timeline-1", "timeline-2"] {
+        let i = page.dom.find(&format!("id=\"{id}\"")).unwrap();
+        let tag = &page.dom[i..i + page.dom[i..].find('>').unwrap()];
+        assert!(
+            tag.contains("data-rendered=\"") && !tag.contains("data-rendered=\"0\""),
+            "{tag}"
+        );
+    }
+    screenshot(&out, &artifacts().join("real-compare.png"));
 }

@@ -126,7 +126,12 @@ fn parse_row(line: &str, out: &mut BpfOutput, at: &str) -> Result<(), RunlogErro
             let v: u32 = fields.get(1).and_then(|v| v.parse().ok()).ok_or_else(|| {
                 RunlogError::Format(format!("{at}: format row without a version"))
             })?;
-            if v == 0 || v > BPF_VERSION {
+            if v > BPF_VERSION {
+                return Err(RunlogError::Newer(format!(
+                    "{at}: bpf output version {v} is newer than this reader (it reads 1..={BPF_VERSION})"
+                )));
+            }
+            if v == 0 {
                 return Err(RunlogError::Format(format!(
                     "{at}: bpf output version {v} is not supported (this reader reads 1..={BPF_VERSION})"
                 )));
@@ -278,10 +283,16 @@ impl BpfOutput {
         }
     }
 
-    /// BOOTTIME − MONOTONIC from the first `clock_sync` row.
+    /// BOOTTIME − MONOTONIC from the `clock_sync` rows: the smallest difference over all rows.
+    /// Each row pairs the engine's CLOCK_MONOTONIC read *before* the probe fired with
+    /// bpftrace's `nsecs` read *in* it, so every difference is the true offset plus the probe's
+    /// latency (≥ 0; the first uprobe hit is the slowest, several µs); the smallest is the best
+    /// estimate.
     pub fn boot_offset_ns(&self) -> Option<i128> {
-        let c = self.clock_syncs.first()?;
-        Some(c.boot_ns as i128 - c.monotonic_ns as i128)
+        self.clock_syncs
+            .iter()
+            .map(|c| c.boot_ns as i128 - c.monotonic_ns as i128)
+            .min()
     }
 
     /// A bpftrace `nsecs` value on the engine's CLOCK_MONOTONIC.
@@ -378,4 +389,48 @@ pub fn fold_stacks(out: &BpfOutput, map: &str) -> String {
         s.push_str(&format!("{k} {n}\n"));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ndjson(rows: &[&str]) -> String {
+        rows.iter()
+            .map(|r| {
+                format!(
+                    "{{\"type\": \"printf\", \"data\": {}}}\n",
+                    serde_json::to_string(&format!("{r}\n")).unwrap()
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn clock_offset_is_the_smallest_over_the_sync_rows() {
+        // The first uprobe hit is slow (offset 20 + 8600 ns latency), later ones are not.
+        let text = ndjson(&[
+            "format\tflashslim.bpf\t1\tblockio",
+            "clock_sync\t1008620\t1000000",
+            "clock_sync\t2001280\t2000000",
+            "clock_sync\t3000020\t3000000",
+            "rq\t5000020\t5000520\t8388608\t2048\t4096\tR\t4",
+        ]);
+        let o = BpfOutput::parse_ndjson(&text, "t").unwrap();
+        assert_eq!(o.boot_offset_ns(), Some(20));
+        let rq = o.rows_of("rq").next().unwrap();
+        assert_eq!(o.to_monotonic(rq.boot_ns().unwrap()), Some(5_000_000));
+        assert_eq!(BpfOutput::default().boot_offset_ns(), None);
+    }
+
+    #[test]
+    fn a_newer_row_format_is_reported_as_newer() {
+        let e =
+            BpfOutput::parse_ndjson(&ndjson(&["format\tflashslim.bpf\t2\tx"]), "t").unwrap_err();
+        assert!(matches!(e, RunlogError::Newer(_)), "{e}");
+        assert!(e.to_string().contains("version 2 is newer"), "{e}");
+        let e =
+            BpfOutput::parse_ndjson(&ndjson(&["format\tflashslim.bpf\t0\tx"]), "t").unwrap_err();
+        assert!(matches!(e, RunlogError::Format(_)), "{e}");
+    }
 }

@@ -67,6 +67,11 @@ pub struct ModelInfo {
 pub struct PlanInfo {
     pub path: Option<String>,
     pub identity: Option<String>,
+    /// The storage read bandwidth the plan measured on this device (its
+    /// `device.bandwidth_bytes_per_s`); null when not measured (heuristic plan, no plan).
+    /// Host reports draw achieved throughput against it.
+    #[serde(default)]
+    pub device_bandwidth_bytes_per_s: Option<f64>,
 }
 
 /// Both clocks at start and end. `boottime_minus_monotonic_ns` converts bpftrace's `nsecs`
@@ -266,6 +271,11 @@ impl Manifest {
         }
         match v.get("schema_version").and_then(|s| s.as_u64()) {
             Some(n) if n >= 1 && n <= SCHEMA_VERSION as u64 => {}
+            Some(n) if n > SCHEMA_VERSION as u64 => {
+                return Err(RunlogError::Newer(format!(
+                    "manifest schema version {n} is newer than this reader (it reads 1..={SCHEMA_VERSION})"
+                )))
+            }
             Some(n) => {
                 return Err(RunlogError::Format(format!(
                     "manifest schema version {n} is not supported (this reader reads 1..={SCHEMA_VERSION})"
@@ -318,7 +328,55 @@ impl Manifest {
         }
         let text = std::fs::read_to_string(path)
             .map_err(io_err(format!("cannot read {}", path.display())))?;
-        Manifest::from_json(&text)
-            .map_err(|e| RunlogError::Format(format!("{}: {e}", path.display())))
+        Manifest::from_json(&text).map_err(|e| match e {
+            RunlogError::Newer(m) => RunlogError::Newer(format!("{}: {m}", path.display())),
+            e => RunlogError::Format(format!("{}: {e}", path.display())),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json_of(m: &Manifest) -> serde_json::Value {
+        serde_json::to_value(m).unwrap()
+    }
+
+    #[test]
+    fn newer_schema_is_a_typed_error() {
+        let mut v = json_of(&Manifest::start("r", "run", serde_json::json!({})));
+        v["schema_version"] = 2.into();
+        let e = Manifest::from_json(&v.to_string()).unwrap_err();
+        assert!(matches!(e, RunlogError::Newer(_)), "{e}");
+        assert!(e.to_string().contains("schema version 2 is newer"), "{e}");
+        v["schema_version"] = 0.into();
+        assert!(matches!(
+            Manifest::from_json(&v.to_string()).unwrap_err(),
+            RunlogError::Format(_)
+        ));
+    }
+
+    #[test]
+    fn device_bandwidth_is_optional_and_round_trips() {
+        let mut m = Manifest::start("r", "run", serde_json::json!({}));
+        m.plan = Some(PlanInfo {
+            path: None,
+            identity: None,
+            device_bandwidth_bytes_per_s: Some(412.5e6),
+        });
+        let back = Manifest::from_json(&json_of(&m).to_string()).unwrap();
+        assert_eq!(
+            back.plan.unwrap().device_bandwidth_bytes_per_s,
+            Some(412.5e6)
+        );
+        // A manifest written before the field existed still reads (null).
+        let mut v = json_of(&m);
+        v["plan"]
+            .as_object_mut()
+            .unwrap()
+            .remove("device_bandwidth_bytes_per_s");
+        let back = Manifest::from_json(&v.to_string()).unwrap();
+        assert_eq!(back.plan.unwrap().device_bandwidth_bytes_per_s, None);
     }
 }

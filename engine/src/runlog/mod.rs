@@ -36,13 +36,16 @@ pub enum RunlogError {
     },
     /// A file is not what its format says (message names file, line and problem).
     Format(String),
+    /// A file written by a newer flashslim: its schema or format version is above what this
+    /// reader reads (message names file and versions). Host tools tell users to update.
+    Newer(String),
 }
 
 impl fmt::Display for RunlogError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RunlogError::Io { what, source } => write!(f, "{what}: {source}"),
-            RunlogError::Format(m) => f.write_str(m),
+            RunlogError::Format(m) | RunlogError::Newer(m) => f.write_str(m),
         }
     }
 }

@@ -205,7 +205,13 @@ pub fn read_jsonl<T: DeserializeOwned, R: BufRead>(
             header.format
         )));
     }
-    if header.version == 0 || header.version > JSONL_VERSION {
+    if header.version > JSONL_VERSION {
+        return Err(RunlogError::Newer(format!(
+            "{name}: version {} is newer than this reader (it reads 1..={JSONL_VERSION})",
+            header.version
+        )));
+    }
+    if header.version == 0 {
         return Err(RunlogError::Format(format!(
             "{name}: version {} is not supported (this reader reads 1..={JSONL_VERSION})",
             header.version
@@ -243,4 +249,20 @@ pub fn read_jsonl_file<T: DeserializeOwned>(
         format,
         &path.display().to_string(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_newer_version_is_a_typed_error() {
+        let text = "{\"format\":\"flashslim.io\",\"version\":9}\n";
+        let e = read_jsonl::<IoRecord, _>(text.as_bytes(), IO_FORMAT, "io").unwrap_err();
+        assert!(matches!(e, RunlogError::Newer(_)), "{e}");
+        assert!(e.to_string().contains("version 9 is newer"), "{e}");
+        let text = "{\"format\":\"flashslim.io\",\"version\":0}\n";
+        let e = read_jsonl::<IoRecord, _>(text.as_bytes(), IO_FORMAT, "io").unwrap_err();
+        assert!(matches!(e, RunlogError::Format(_)), "{e}");
+    }
 }

@@ -38,9 +38,17 @@ impl RunLog {
         });
         self.manifest.budget_bytes = sess.options.budget;
         if sess.options.plan.is_some() || sess.options.budget.is_some() {
+            // A plan file carries the device bandwidth it measured; host reports draw achieved
+            // throughput against it. A budget-only (heuristic) plan measured nothing.
+            let device_bandwidth_bytes_per_s = sess.options.plan.as_ref().and_then(|p| {
+                let bytes = std::fs::read(p).ok()?;
+                let plan = crate::plan::json::parse(&bytes, &sess.gguf).ok()?;
+                plan.device.map(|d| d.bandwidth_bytes_per_s)
+            });
             self.manifest.plan = Some(PlanInfo {
                 path: sess.options.plan.as_ref().map(|p| p.display().to_string()),
                 identity: None,
+                device_bandwidth_bytes_per_s,
             });
         }
         self.dir.write_manifest(&self.manifest)

@@ -229,9 +229,9 @@ fn print_list(l: &pull::Listing, dest: &Path) {
             Ok(m) => println!(
                 "{:<32} {:<11} {:>5} {:>12}  {host}",
                 r.dir,
-                m.status.name(),
+                flashslim_tools::manifest_compat::status_name(m.status),
                 m.files.len(),
-                m.total_bytes()
+                flashslim_tools::manifest_compat::total_bytes(m)
             ),
             Err(e) => println!(
                 "{:<32} {:<11} {:>5} {:>12}  {host}  ({e})",

@@ -44,10 +44,10 @@ enum Command {
     Trace {
         /// The trace (tensor-trace.bin).
         file: PathBuf,
-        /// Print counts per token, layer and op, and the number of tokens (the default).
+        /// Print counts and times per token, layer, op and memory source (the default).
         #[arg(long)]
         stats: bool,
-        /// Print one CSV row per (record, source tensor).
+        /// Print one CSV row per record (one per tensor or buffer an op touched).
         #[arg(long)]
         csv: bool,
         /// Write DIR/token-NNNNN.json per token (the upstream tracer's per-token shape).
@@ -144,35 +144,27 @@ fn cmd_report(dirs: &[PathBuf], output: &Path) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let html = report::render(&runs);
     write_file(output, html.as_bytes())?;
-    let missing: Vec<String> = runs
-        .iter()
-        .flat_map(|r| {
-            r.inputs
-                .iter()
-                .filter(|i| i.state != run::InputState::Missing)
-                .filter(|i| !matches!(i.state, run::InputState::Loaded(_)))
-                .map(move |i| format!("{}/{}", r.label, i.file))
-        })
-        .collect();
     eprintln!("wrote {} ({} bytes)", output.display(), html.len());
-    if !missing.is_empty() {
-        eprintln!(
-            "note: not drawn (unreadable or no reader yet): {}",
-            missing.join(", ")
-        );
+    for r in &runs {
+        for i in &r.inputs {
+            match &i.state {
+                run::InputState::Partial(s) => {
+                    eprintln!("note: {}/{}: partial: {s}", r.label, i.file)
+                }
+                run::InputState::Unreadable(s) => {
+                    eprintln!("note: {}/{}: unreadable: {s}", r.label, i.file)
+                }
+                _ => {}
+            }
+        }
     }
     Ok(())
 }
 
 fn cmd_trace(file: &Path, stats: bool, csv: bool, per_token: Option<&Path>) -> Result<()> {
     let data = tensor_trace::open(file)?;
-    if let Some(t) = data.tail {
-        eprintln!(
-            "warning: {}: truncated tail ({} byte(s) of an incomplete record at offset {}) ignored",
-            file.display(),
-            t.bytes,
-            t.offset
-        );
+    if !data.is_complete() {
+        eprintln!("warning: {}: {}", file.display(), data.end_text());
     }
     let out = std::io::stdout();
     let mut out = out.lock();
@@ -185,7 +177,7 @@ fn cmd_trace(file: &Path, stats: bool, csv: bool, per_token: Option<&Path>) -> R
         eprintln!("wrote {} file(s) to {}", files.len(), dir.display());
     }
     if stats || (!csv && per_token.is_none()) {
-        tensor_trace::TraceStats::of(&data).write_text(&mut out)?;
+        tensor_trace::TraceStats::of(&data).write_text(&data, &mut out)?;
     }
     out.flush()?;
     Ok(())

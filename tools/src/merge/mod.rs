@@ -2,15 +2,15 @@
 //! CLOCK_MONOTONIC shifted to the run's first event — ready for a writer
 //! ([`crate::timeline::chrome`]).
 //!
-//! Each source implements [`EventSource`]. The sources here take the format-independent records
-//! of [`crate::run::RunData`]; phase 2 only has to fill those records from the engine's readers
-//! (see `run::load`), not touch this module.
+//! Each source implements [`EventSource`]. The sources take the format-independent records of
+//! [`crate::run::RunData`], which `run::load` fills through the engine's readers with every time
+//! already on CLOCK_MONOTONIC (bpftrace's BOOTTIME rows aligned by the `clock_sync` rows).
 
 mod sources;
 
 pub use sources::{EngineSource, IoSource, KernelSource, OpsSource};
 
-use crate::run::{ClockSync, Family, InputState, RunData};
+use crate::run::{Family, InputState, RunData};
 use crate::timeline::Timeline;
 use std::fmt;
 
@@ -18,9 +18,9 @@ use std::fmt;
 pub trait EventSource {
     /// Process name in the trace.
     fn name(&self) -> &str;
-    /// Add this source's events to `tl`, converting raw timestamps to CLOCK_MONOTONIC through
-    /// `clock`. Returns the number of events added; a note explains anything skipped.
-    fn emit(&self, tl: &mut Timeline, clock: &ClockSync) -> Result<Emitted, MergeError>;
+    /// Add this source's events to `tl`. Returns the number of events added; a note explains
+    /// anything skipped.
+    fn emit(&self, tl: &mut Timeline) -> Result<Emitted, MergeError>;
 }
 
 /// What a source added.
@@ -28,7 +28,7 @@ pub trait EventSource {
 pub struct Emitted {
     /// Events added.
     pub events: usize,
-    /// Why some records were left out (e.g. no clock sync for bpftrace's clock).
+    /// Why some records were left out.
     pub notes: Vec<String>,
 }
 
@@ -87,10 +87,13 @@ pub fn merge_sources(
     srcs: &[Box<dyn EventSource + '_>],
 ) -> Result<(Timeline, MergeReport), MergeError> {
     let mut tl = Timeline::new();
-    let mut rep = MergeReport::default();
+    let mut rep = MergeReport {
+        notes: run.notes.clone(),
+        ..MergeReport::default()
+    };
     for s in srcs {
         let before = tl.processes.len();
-        let e = s.emit(&mut tl, &run.clock)?;
+        let e = s.emit(&mut tl)?;
         // A source that added nothing leaves no empty process behind.
         if e.events == 0 {
             tl.processes.truncate(before);
@@ -115,14 +118,14 @@ pub fn merge_sources(
     Ok((tl, rep))
 }
 
-/// `stages.jsonl (not connected yet), tokens.jsonl (missing), ...` for error messages.
+/// `stages.jsonl (missing), tokens.jsonl (unreadable: ...)` for error messages.
 pub fn describe_inputs(run: &RunData) -> String {
     let timed = [
         Family::Stages,
         Family::Tokens,
         Family::Io,
         Family::TensorTrace,
-        Family::BpfTsv,
+        Family::Bpf,
     ];
     let parts: Vec<String> = run
         .inputs
@@ -131,9 +134,9 @@ pub fn describe_inputs(run: &RunData) -> String {
         .map(|i| {
             let st = match &i.state {
                 InputState::Loaded(s) => format!("loaded: {s}"),
+                InputState::Partial(s) => format!("partial: {s}"),
                 InputState::Missing => "missing".into(),
                 InputState::Unreadable(e) => format!("unreadable: {e}"),
-                InputState::NotConnected => "present, reader not connected yet (phase 2)".into(),
             };
             format!("{} ({st})", i.file)
         })

@@ -1,9 +1,10 @@
-// The event sources of a run: engine (stages, tokens, counters), layers/ops (tensor trace),
-// streaming I/O (async reads + stalls) and kernel block I/O (bpftrace, converted from
-// CLOCK_BOOTTIME through the clock_sync pairs). Each maps records to timeline events only.
+// The event sources of a run: engine (stages per thread, tokens, counters), layers/ops (tensor
+// trace: layer slices with their ops nested), weights I/O (stream reads as async spans keyed by
+// request id, stalls) and kernel (bpftrace: block requests and io_uring as async spans, faults,
+// off-CPU and read syscalls per thread). Each maps records to timeline events only.
 
 use super::{Emitted, EventSource, MergeError};
-use crate::run::{ClockSync, Phase, RunData, Unit};
+use crate::run::{RunData, StallKind, Unit};
 use crate::timeline::{Arg, Timeline};
 use std::collections::BTreeMap;
 
@@ -18,7 +19,7 @@ impl EventSource for EngineSource<'_> {
         "engine"
     }
 
-    fn emit(&self, tl: &mut Timeline, _clock: &ClockSync) -> Result<Emitted, MergeError> {
+    fn emit(&self, tl: &mut Timeline) -> Result<Emitted, MergeError> {
         let r = self.run;
         let mut n = 0;
         let p = tl.process(self.name());
@@ -29,34 +30,59 @@ impl EventSource for EngineSource<'_> {
                     s.name, s.end_ns, s.start_ns
                 )));
             }
-            let t = tl.thread(p, &format!("stages (thread {})", s.thread));
-            tl.slice(t, &s.name, "stage", s.start_ns, s.end_ns, vec![]);
+            let t = tl.thread(p, &format!("stages (tid {})", s.thread));
+            let mut args = vec![("major_faults".into(), Arg::U(s.major_faults))];
+            if let Some(g) = s.gen {
+                args.push(("gen".into(), Arg::U(g as u64)));
+            }
+            if let Some(i) = s.index {
+                args.push(("index".into(), Arg::U(i)));
+            }
+            if s.unfinished {
+                args.push(("unfinished".into(), Arg::S("true".into())));
+            }
+            let name = match s.index {
+                Some(i) if matches!(s.name.as_str(), "prefill" | "decode") => {
+                    format!("{} {i}", s.name)
+                }
+                _ => s.name.clone(),
+            };
+            tl.slice(t, &name, "stage", s.start_ns, s.end_ns, args);
             n += 1;
         }
-        if !r.tokens.is_empty() {
-            let t = tl.thread(p, "tokens");
-            for k in &r.tokens {
-                let phase = match k.phase {
-                    Phase::Prefill => "prefill",
-                    Phase::Decode => "decode",
-                };
-                tl.slice(
-                    t,
-                    &format!("token {}", k.index),
-                    phase,
-                    k.start_ns,
-                    k.end_ns,
-                    vec![
-                        ("index".into(), Arg::U(k.index as u64)),
-                        ("phase".into(), Arg::S(phase.into())),
-                    ],
-                );
-                n += 1;
+        for k in &r.tokens {
+            let thread = if k.gen == 0 {
+                "tokens".to_string()
+            } else {
+                format!("tokens (gen {})", k.gen)
+            };
+            let t = tl.thread(p, &thread);
+            let phase = k.phase.name();
+            let mut args = vec![
+                ("index".into(), Arg::U(k.index as u64)),
+                ("phase".into(), Arg::S(phase.into())),
+                ("pass_ns".into(), Arg::U(k.pass_ns)),
+            ];
+            if let Some(b) = k.storage_read_bytes {
+                args.push(("storage_read_bytes".into(), Arg::U(b)));
             }
+            if k.streamed_bytes > 0 || k.stall_ns > 0 {
+                args.push(("streamed_bytes".into(), Arg::U(k.streamed_bytes)));
+                args.push(("stall_ns".into(), Arg::U(k.stall_ns)));
+            }
+            tl.slice(
+                t,
+                &format!("token {}", k.index),
+                phase,
+                k.start_ns,
+                k.end_ns,
+                args,
+            );
+            n += 1;
         }
         for c in &r.counters {
             let name = match c.unit {
-                Unit::Bytes if !c.name.ends_with("bytes") => format!("{} (bytes)", c.name),
+                Unit::Bytes if !c.name.contains("bytes") => format!("{} (bytes)", c.name),
                 _ => c.name.clone(),
             };
             for &(t, v) in &c.points {
@@ -83,21 +109,25 @@ impl EventSource for OpsSource<'_> {
         "layers/ops"
     }
 
-    fn emit(&self, tl: &mut Timeline, _clock: &ClockSync) -> Result<Emitted, MergeError> {
+    fn emit(&self, tl: &mut Timeline) -> Result<Emitted, MergeError> {
         let r = self.run;
         if r.ops.is_empty() {
             return Ok(Emitted::default());
         }
         let p = tl.process(self.name());
         let mut n = 0;
-        let mut layers: BTreeMap<(u32, u32, u32), (u64, u64)> = BTreeMap::new();
+        let mut layers: BTreeMap<(u32, u32, u32, u32), (u64, u64)> = BTreeMap::new();
         for o in &r.ops {
-            let t = tl.thread(p, &format!("compute {}", o.thread));
-            let mut args = vec![("token".into(), Arg::U(o.token as u64))];
+            let t = tl.thread(p, &format!("compute (tid {})", o.thread));
+            let mut args = vec![
+                ("token".into(), Arg::U(o.token as u64)),
+                ("phase".into(), Arg::S(o.phase.name().into())),
+                ("weight_bytes".into(), Arg::U(o.weight_bytes)),
+            ];
             if let Some(l) = o.layer {
                 args.push(("layer".into(), Arg::U(l as u64)));
                 let e = layers
-                    .entry((o.thread, o.token, l))
+                    .entry((o.thread, o.gen, o.token, l))
                     .or_insert((o.start_ns, o.end_ns));
                 e.0 = e.0.min(o.start_ns);
                 e.1 = e.1.max(o.end_ns);
@@ -105,8 +135,8 @@ impl EventSource for OpsSource<'_> {
             tl.slice(t, &o.op, "op", o.start_ns, o.end_ns, args);
             n += 1;
         }
-        for ((thread, token, layer), (s, e)) in layers {
-            let t = tl.thread(p, &format!("compute {thread}"));
+        for ((thread, _gen, token, layer), (s, e)) in layers {
+            let t = tl.thread(p, &format!("compute (tid {thread})"));
             tl.slice(
                 t,
                 &format!("layer {layer}"),
@@ -127,7 +157,7 @@ impl EventSource for OpsSource<'_> {
     }
 }
 
-/// Streaming reads as async spans keyed by request id (they overlap), stalls as slices.
+/// Stream reads as async spans keyed by request id (they overlap), stalls as slices.
 pub struct IoSource<'a> {
     /// The run.
     pub run: &'a RunData,
@@ -138,33 +168,46 @@ impl EventSource for IoSource<'_> {
         "weights I/O"
     }
 
-    fn emit(&self, tl: &mut Timeline, _clock: &ClockSync) -> Result<Emitted, MergeError> {
+    fn emit(&self, tl: &mut Timeline) -> Result<Emitted, MergeError> {
         let r = self.run;
-        if r.io.is_empty() && r.stalls.is_empty() {
+        let waits: Vec<_> = r
+            .stalls
+            .iter()
+            .filter(|s| s.kind == StallKind::StreamWait)
+            .collect();
+        if r.io.is_empty() && waits.is_empty() {
             return Ok(Emitted::default());
         }
         let p = tl.process(self.name());
         let mut n = 0;
         for q in &r.io {
             let mut args = vec![
+                ("chunk".into(), Arg::U(q.chunk as u64)),
                 ("offset".into(), Arg::U(q.offset)),
                 ("bytes".into(), Arg::U(q.bytes)),
             ];
             if let Some(s) = q.slot {
                 args.push(("slot".into(), Arg::U(s as u64)));
             }
-            tl.span(p, "read", "io", q.id, q.submit_ns, q.complete_ns, args);
+            let name = if q.chunk == u32::MAX {
+                "direct read".to_string()
+            } else if q.chunk & 0x8000_0000 != 0 {
+                format!("resident extent {}", q.chunk & 0x7fff_ffff)
+            } else {
+                format!("chunk {}", q.chunk)
+            };
+            tl.span(p, &name, "io", q.id, q.submit_ns, q.complete_ns, args);
             n += 1;
         }
-        if !r.stalls.is_empty() {
+        if !waits.is_empty() {
             let t = tl.thread(p, "stalls");
-            for s in &r.stalls {
-                let mut args = vec![];
-                if let Some(q) = s.request {
-                    args.push(("request".into(), Arg::U(q)));
-                }
+            for s in waits {
+                let mut args = vec![("chunk".into(), Arg::U(s.what))];
                 if let Some(l) = s.layer {
                     args.push(("layer".into(), Arg::U(l as u64)));
+                }
+                if let Some(o) = &s.op {
+                    args.push(("op".into(), Arg::S(o.clone())));
                 }
                 tl.slice(t, "stall", "stall", s.start_ns, s.end_ns, args);
                 n += 1;
@@ -177,8 +220,8 @@ impl EventSource for IoSource<'_> {
     }
 }
 
-/// Block-layer requests from bpftrace (async spans keyed by sequence number), converted to
-/// CLOCK_MONOTONIC; without clock_sync pairs for their clock they are left out with a note.
+/// bpftrace: block requests and io_uring requests as async spans, major faults, off-CPU
+/// intervals and read syscalls as slices on one thread per (kind, tid).
 pub struct KernelSource<'a> {
     /// The run.
     pub run: &'a RunData,
@@ -189,45 +232,51 @@ impl EventSource for KernelSource<'_> {
         "kernel (bpftrace)"
     }
 
-    fn emit(&self, tl: &mut Timeline, clock: &ClockSync) -> Result<Emitted, MergeError> {
+    fn emit(&self, tl: &mut Timeline) -> Result<Emitted, MergeError> {
         let r = self.run;
-        if r.block_io.is_empty() {
+        if r.block_io.is_empty() && r.kernel.is_empty() {
             return Ok(Emitted::default());
         }
         let p = tl.process(self.name());
-        let mut out = Emitted::default();
-        let mut skipped = 0;
+        let mut n = 0;
         for (i, b) in r.block_io.iter().enumerate() {
-            match (
-                clock.to_monotonic(b.clock, b.issue_ns),
-                clock.to_monotonic(b.clock, b.complete_ns),
-            ) {
-                (Some(s), Some(e)) => {
-                    tl.span(
-                        p,
-                        "block rq",
-                        "block",
-                        i as u64,
-                        s,
-                        e,
-                        vec![
-                            ("dev".into(), Arg::S(b.dev.clone())),
-                            ("sector".into(), Arg::U(b.sector)),
-                            ("bytes".into(), Arg::U(b.bytes)),
-                            ("raw_issue_ns".into(), Arg::U(b.issue_ns)),
-                        ],
-                    );
-                    out.events += 1;
-                }
-                _ => skipped += 1,
+            tl.span(
+                p,
+                &format!("block {} {}", b.rwbs, b.dev),
+                "block",
+                i as u64 + 1,
+                b.issue_ns,
+                b.complete_ns,
+                vec![
+                    ("dev".into(), Arg::S(b.dev.clone())),
+                    ("sector".into(), Arg::U(b.sector)),
+                    ("bytes".into(), Arg::U(b.bytes)),
+                    ("stage".into(), Arg::S(b.stage.clone())),
+                ],
+            );
+            n += 1;
+        }
+        let mut uring = 0u64;
+        for k in &r.kernel {
+            let args = vec![("stage".into(), Arg::S(k.stage.clone()))];
+            if k.kind == "uring" {
+                uring += 1;
+                tl.span(p, &k.label, "uring", uring, k.start_ns, k.end_ns, args);
+            } else {
+                let what = match k.kind.as_str() {
+                    "major" => "major faults",
+                    "offcpu" => "off-CPU",
+                    "rd" => "read syscalls",
+                    other => other,
+                };
+                let t = tl.thread(p, &format!("{what} (tid {})", k.tid));
+                tl.slice(t, &k.label, &k.kind, k.start_ns, k.end_ns, args);
             }
+            n += 1;
         }
-        if skipped > 0 {
-            out.notes.push(format!(
-                "{skipped} block I/O record(s) left out: no clock_sync pair relates their clock \
-                 to CLOCK_MONOTONIC"
-            ));
-        }
-        Ok(out)
+        Ok(Emitted {
+            events: n,
+            notes: vec![],
+        })
     }
 }

@@ -231,9 +231,19 @@ mod tests {
     fn listing_roundtrip_with_awkward_names() {
         let t = tempfile::tempdir().unwrap();
         let root = t.path().join("runs dir");
+        let one = serde_json::to_string(&crate::testkit::engine_manifest(
+            "run one",
+            manifest_compat::RunStatus::Complete,
+            vec![],
+        ))
+        .unwrap()
+            + "\n\n";
         for (name, body) in [
-            ("run one", "{\"schema_version\":1,\"run_id\":\"run one\",\"status\":\"complete\",\"files\":[]}\n\n"),
-            ("r2\nnewline", "{\"schema_version\":9}"),
+            ("run one", one.as_str()),
+            (
+                "r2\nnewline",
+                "{\"schema\":\"flashslim.run\",\"schema_version\":9}",
+            ),
             ("r3 ünï", "not json"),
         ] {
             std::fs::create_dir_all(root.join(name)).unwrap();
@@ -252,10 +262,7 @@ mod tests {
         );
         assert!(one.manifest.is_ok());
         let two = l.runs.iter().find(|r| r.dir.starts_with("r2")).unwrap();
-        assert!(matches!(
-            two.manifest,
-            Err(ManifestError::NewerSchema { found: 9 })
-        ));
+        assert!(matches!(two.manifest, Err(ManifestError::NewerSchema(_))));
         assert!(l.newest.is_some());
     }
 
@@ -285,17 +292,15 @@ mod tests {
         let p = parse_probe(&run_sh(&probe_script(f.to_str().unwrap(), true))).unwrap();
         assert_eq!(p, (3, H.to_string()));
         assert_eq!(parse_probe(&run_sh(&probe_script("/nope", true))), None);
-        let m = Manifest {
-            schema_version: 1,
-            run_id: "a run".into(),
-            status: manifest_compat::RunStatus::Complete,
-            files: vec![manifest_compat::FileEntry {
+        let m = crate::testkit::engine_manifest(
+            "a run",
+            manifest_compat::RunStatus::Complete,
+            vec![manifest_compat::FileEntry {
                 path: "sub dir/f 1".into(),
                 bytes: 3,
                 sha256: H.into(),
             }],
-            extra: Default::default(),
-        };
+        );
         let out = run_sh(&delete_script(t.path().to_str().unwrap(), "a run", &m));
         assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
         assert!(!run.exists());

@@ -469,15 +469,7 @@ fn outcome(run: &RemoteRun, dest: &Path, status: Option<RunStatus>, state: RunSt
 }
 
 fn clone_manifest_error(e: &ManifestError) -> ManifestError {
-    match e {
-        ManifestError::Syntax(s) => ManifestError::Syntax(s.clone()),
-        ManifestError::NewerSchema { found } => ManifestError::NewerSchema { found: *found },
-        ManifestError::Invalid(s) => ManifestError::Invalid(s.clone()),
-        ManifestError::Io { path, source } => ManifestError::Io {
-            path: path.clone(),
-            source: std::io::Error::new(source.kind(), source.to_string()),
-        },
-    }
+    e.clone()
 }
 
 fn select<'a>(l: &'a Listing, s: &Selection) -> Result<Vec<&'a RemoteRun>, PullError> {

@@ -163,14 +163,14 @@ fn newer_schema_and_unknown_run() {
     std::fs::create_dir_all(d.remote.join("future")).unwrap();
     std::fs::write(
         d.remote.join("future/manifest.json"),
-        br#"{"schema_version": 7}"#,
+        br#"{"schema": "flashslim.run", "schema_version": 7}"#,
     )
     .unwrap();
     let (r, _) = run_pull(&d, Selection::All, false);
     assert_eq!(r.errors.len(), 1);
     assert!(r.errors[0]
         .to_string()
-        .contains("schema_version 7 is newer"));
+        .contains("schema version 7 is newer"));
     let t = LocalDir {
         label: d.remote.clone(),
     };

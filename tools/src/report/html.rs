@@ -30,7 +30,7 @@ pub fn badge(state: &InputState) -> String {
         InputState::Loaded(_) => ("b-loaded", "loaded"),
         InputState::Missing => ("b-missing", "missing"),
         InputState::Unreadable(_) => ("b-unreadable", "unreadable"),
-        InputState::NotConnected => ("b-notconnected", "reader not connected yet"),
+        InputState::Partial(_) => ("b-partial", "partial"),
     };
     format!(r#"<span class="badge {cls}">{text}</span>"#)
 }
@@ -40,11 +40,19 @@ pub fn state_text(state: &InputState) -> String {
     match state {
         InputState::Loaded(s) => s.clone(),
         InputState::Missing => "not in the run directory".into(),
+        InputState::Partial(s) => format!("partial: {s}"),
         InputState::Unreadable(e) => format!("unreadable: {e}"),
-        InputState::NotConnected => {
-            "present; this build has no reader for it yet (phase 2 of issue #5)".into()
-        }
     }
+}
+
+/// A neutral remark in place of a section part that does not apply to this run (e.g. no
+/// streaming I/O in an mmap run): not a missing input.
+pub fn note(what: &str, text: &str) -> String {
+    format!(
+        r#"<div class="note" data-note="{}">{}</div>"#,
+        esc(what),
+        esc(text)
+    )
 }
 
 /// The marker shown in place of a section whose inputs are absent: names each needed input
@@ -84,8 +92,7 @@ pub fn family_file(f: Family) -> &'static str {
         Family::Tokens => "tokens.jsonl",
         Family::Io => "io.jsonl",
         Family::TensorTrace => "tensor-trace.bin",
-        Family::BpfJson => "bpf-*.ndjson",
-        Family::BpfTsv => "bpf-*.tsv",
+        Family::Bpf => "bpf-*.ndjson",
         Family::Stacks => "stacks.folded",
     }
 }

@@ -1,8 +1,9 @@
 //! `slim report`: one self-contained HTML file (inline CSS, JS and SVG; no network) for one run,
-//! or two runs side by side. Sections: inputs, summary, timeline, per-token latency and
-//! I/O–compute overlap, per-layer/per-op time, storage throughput against the device bound,
-//! stalls, tensor heatmap, bpftrace summaries, flamegraph. A section whose inputs are absent
-//! shows a "missing" marker naming them and their state.
+//! or two runs side by side. Sections: inputs, summary (manifest + figures), timeline, per-token
+//! latency and I/O–compute overlap, per-layer/per-op time, storage throughput against the
+//! measured device bound, stalls (stream waits, major faults), tensor heatmap, bpftrace
+//! summaries, flamegraph. A section whose inputs are absent says which and why; a partial input
+//! is drawn as far as it goes and marked.
 
 mod flame;
 pub mod html;
@@ -10,9 +11,10 @@ pub mod svg;
 
 pub use flame::{base64, flamegraph_svg};
 
-use crate::run::{Family, InputState, Phase, RunData, RunStats};
+use crate::manifest_compat::status_name;
+use crate::run::{Family, InputState, Phase, RunData, RunStats, StallKind};
 use crate::util::human_bytes;
-use html::{badge, esc, json_in_script, missing, per_run, state_text};
+use html::{badge, esc, json_in_script, missing, note, per_run, state_text};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -25,6 +27,8 @@ const ERROR_HOOK: &str = "window.__slimErrors=[];(function(){function note(m){wi
 
 /// Most op slices put in the timeline (beyond that only layer slices are drawn).
 const MAX_TIMELINE_OPS: usize = 30_000;
+/// Most items of one kernel lane (off-CPU, syscalls) put in the timeline (the longest kept).
+const MAX_KERNEL_ITEMS: usize = 5_000;
 /// Most tensors in the heatmap (hottest first, then the coldest).
 const MAX_HEAT_ROWS: usize = 80;
 
@@ -47,6 +51,25 @@ fn fmt_rate(bps: f64) -> String {
 
 fn opt_ns(v: Option<u64>) -> String {
     v.map(|v| fmt_ns(v as f64)).unwrap_or_else(|| "—".into())
+}
+
+fn is_stream(r: &RunData) -> bool {
+    r.weights_mode.as_deref() == Some("stream")
+}
+
+/// Why a run has no streaming I/O, as a neutral note (not a missing input) when the run was
+/// not a streaming run; a "missing" marker when it was and `io.jsonl` is absent or unreadable.
+fn no_stream_io(r: &RunData, what: &str) -> String {
+    match r.weights_mode.as_deref() {
+        Some(m) if m != "stream" => note(
+            "streaming I/O",
+            &format!(
+                "No streaming I/O in this run (weights {m}): {what} needs io.jsonl, which only \
+                 --weights stream writes."
+            ),
+        ),
+        _ => missing(r, what, &[Family::Io]),
+    }
 }
 
 /// Render the report for one or two runs.
@@ -113,7 +136,7 @@ pub fn render(runs: &[RunData]) -> String {
         &mut b,
         "heatmap",
         "Tensor access heatmap",
-        &per_run(runs, &heatmap_section),
+        &pair(runs, &stats, heatmap_section),
     );
     section(
         &mut b,
@@ -164,22 +187,42 @@ fn inputs_table(r: &RunData) -> String {
         s.push_str("<tr><td colspan=3>records supplied directly (no run directory)</td></tr>");
     }
     s.push_str("</table>");
+    for n in &r.notes {
+        let _ = write!(s, "<p class=\"sub\">note: {}</p>", esc(n));
+    }
     s
 }
 
 /// A summary row: name, one value per run, formatter.
-type FigureRow = (&'static str, Vec<Option<f64>>, fn(f64) -> String);
+type FigureRow = (String, Vec<Option<f64>>, fn(f64) -> String);
 
 /// Timeline items `(start µs, duration µs, label)` and lanes `(name, css class, items)`.
 type Item = (f64, f64, String);
 type Lane = (String, &'static str, Vec<Item>);
 
+fn nz(v: f64) -> Option<f64> {
+    Some(v).filter(|v| *v > 0.0)
+}
+
+fn ms(v: f64) -> String {
+    fmt_ns(v * 1e6)
+}
+
 fn summary(runs: &[RunData], stats: &[RunStats]) -> String {
     let mut s = String::new();
-    // Key figures: one column per run (+ ratio for two).
+    let metric = |f: fn(&flashslim::runlog::Metrics) -> Option<f64>| -> Vec<Option<f64>> {
+        runs.iter()
+            .map(|r| {
+                r.manifest
+                    .as_ref()
+                    .and_then(|m| m.metrics.as_ref())
+                    .and_then(f)
+            })
+            .collect()
+    };
     let rows: Vec<FigureRow> = vec![
         (
-            "tokens generated",
+            "tokens generated (tokens.jsonl)".into(),
             stats
                 .iter()
                 .map(|x| Some(x.tokens.len() as f64).filter(|v| *v > 0.0))
@@ -187,12 +230,12 @@ fn summary(runs: &[RunData], stats: &[RunStats]) -> String {
             |v| format!("{v:.0}"),
         ),
         (
-            "TTFT",
+            "TTFT (prefill start → first token)".into(),
             stats.iter().map(|x| x.ttft_ns.map(|v| v as f64)).collect(),
             fmt_ns,
         ),
         (
-            "TPOT p50",
+            "TPOT p50".into(),
             stats
                 .iter()
                 .map(|x| x.tpot_p50_ns.map(|v| v as f64))
@@ -200,7 +243,7 @@ fn summary(runs: &[RunData], stats: &[RunStats]) -> String {
             fmt_ns,
         ),
         (
-            "TPOT p95",
+            "TPOT p95".into(),
             stats
                 .iter()
                 .map(|x| x.tpot_p95_ns.map(|v| v as f64))
@@ -208,12 +251,37 @@ fn summary(runs: &[RunData], stats: &[RunStats]) -> String {
             fmt_ns,
         ),
         (
-            "read throughput (while reading)",
-            stats.iter().map(|x| x.achieved_bytes_per_s).collect(),
-            fmt_rate,
+            "engine: TTFT (manifest)".into(),
+            metric(|m| nz(m.ttft_ms)),
+            ms,
         ),
         (
-            "bytes read",
+            "engine: TPOT p50 (manifest)".into(),
+            metric(|m| nz(m.tpot_p50_ms)),
+            ms,
+        ),
+        (
+            "engine: TPOT p95 (manifest)".into(),
+            metric(|m| nz(m.tpot_p95_ms)),
+            ms,
+        ),
+        (
+            "engine: decode tokens/s".into(),
+            metric(|m| nz(m.decode_tokens_per_second)),
+            |v| format!("{v:.2}"),
+        ),
+        (
+            "engine: peak RSS".into(),
+            metric(|m| nz(m.peak_rss_bytes as f64)),
+            |v| human_bytes(v as u64),
+        ),
+        (
+            "engine: storage read (process)".into(),
+            metric(|m| m.storage_read_bytes.map(|b| b as f64)),
+            |v| human_bytes(v as u64),
+        ),
+        (
+            "stream reads: bytes".into(),
             stats
                 .iter()
                 .map(|x| Some(x.io_bytes as f64).filter(|v| *v > 0.0))
@@ -221,12 +289,47 @@ fn summary(runs: &[RunData], stats: &[RunStats]) -> String {
             |v| human_bytes(v as u64),
         ),
         (
-            "stall time",
+            "stream reads: throughput while in flight".into(),
+            stats.iter().map(|x| x.achieved_bytes_per_s).collect(),
+            fmt_rate,
+        ),
+        (
+            "stream stall time".into(),
             stats
                 .iter()
-                .map(|x| Some(x.stall_ns as f64).filter(|_| !x.tokens.is_empty()))
+                .zip(runs)
+                .map(|(x, r)| Some(x.stall_ns as f64).filter(|_| !r.io.is_empty()))
                 .collect(),
             fmt_ns,
+        ),
+        (
+            "block I/O (bpftrace): bytes".into(),
+            stats
+                .iter()
+                .map(|x| Some(x.block_bytes as f64).filter(|v| *v > 0.0))
+                .collect(),
+            |v| human_bytes(v as u64),
+        ),
+        (
+            "block I/O: throughput while in flight".into(),
+            stats.iter().map(|x| x.block_bytes_per_s).collect(),
+            fmt_rate,
+        ),
+        (
+            "major-fault time (bpftrace)".into(),
+            stats
+                .iter()
+                .zip(runs)
+                .map(|(x, r)| {
+                    Some(x.fault_ns as f64).filter(|_| r.kernel.iter().any(|k| k.kind == "major"))
+                })
+                .collect(),
+            fmt_ns,
+        ),
+        (
+            "device read bound (manifest)".into(),
+            runs.iter().map(|r| r.storage_bound_bytes_per_s).collect(),
+            fmt_rate,
         ),
     ];
     let mut peaks: BTreeMap<String, Vec<Option<f64>>> = BTreeMap::new();
@@ -245,7 +348,12 @@ fn summary(runs: &[RunData], stats: &[RunStats]) -> String {
     }
     s.push_str("<table><tr><th>figure</th>");
     for r in runs {
-        let _ = write!(s, "<th class=\"num\">{}</th>", esc(&r.label));
+        let _ = write!(
+            s,
+            "<th class=\"num\">{}<br><span class=\"sub\">{}</span></th>",
+            esc(&r.label),
+            esc(r.weights_mode.as_deref().unwrap_or("weights ?"))
+        );
     }
     if runs.len() == 2 {
         s.push_str("<th class=\"num\">B / A</th>");
@@ -279,7 +387,7 @@ fn summary(runs: &[RunData], stats: &[RunStats]) -> String {
             row(&format!("peak {name}"), vals, &|v| format!("{v:.0}"));
         }
     }
-    s.push_str("</table>");
+    s.push_str("</table><p class=\"sub\">— : not in this run. \"engine:\" figures are the manifest's own metrics; the others are computed here from the run's records.</p>");
     s.push_str(&per_run(runs, &manifest_block));
     s
 }
@@ -293,78 +401,176 @@ fn manifest_block(r: &RunData) -> String {
         let _ = write!(s, "<tr><td>{}</td><td>{}</td></tr>", esc(k), esc(&v));
     };
     kv("run_id", m.run_id.clone());
-    kv("status", m.status.name().into());
-    kv("schema_version", m.schema_version.to_string());
+    kv("status", status_name(m.status).into());
+    if let Some(e) = &m.error {
+        kv("error", e.clone());
+    }
+    kv("command", m.command.clone());
+    kv("schema", format!("{} v{}", m.schema, m.schema_version));
+    kv(
+        "engine",
+        format!(
+            "{} {} ({}, {}, features: {})",
+            m.engine.version,
+            m.engine.git_commit,
+            m.engine.target,
+            m.engine.profile,
+            m.engine.features.join(",")
+        ),
+    );
+    kv(
+        "host",
+        format!(
+            "{} {} {} · {} · {} cpu(s)",
+            m.host.uname.nodename,
+            m.host.uname.release,
+            m.host.uname.machine,
+            m.host.cpu,
+            m.host.cpus
+        ),
+    );
+    match &m.model {
+        Some(md) => kv(
+            "model",
+            format!(
+                "{} ({}, {}, identity {})",
+                md.path,
+                md.description,
+                human_bytes(md.bytes),
+                md.identity.short()
+            ),
+        ),
+        None => kv(
+            "model",
+            "not recorded (the run stopped before the model opened)".into(),
+        ),
+    }
+    if let Some(w) = &r.weights_mode {
+        kv("weights", w.clone());
+    }
+    if let Some(run) = m.config.get("run") {
+        let pick = |k: &str| {
+            run.get(k)
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "?".into())
+        };
+        kv(
+            "config",
+            format!(
+                "threads {}, n_predict {}, batch {}, ctx {}, temp {}, trace {}",
+                pick("threads"),
+                pick("n_predict"),
+                pick("batch_size"),
+                pick("ctx_size"),
+                pick("temp"),
+                pick("trace")
+            ),
+        );
+    }
+    if let Some(b) = m.budget_bytes {
+        kv("budget", human_bytes(b));
+    }
+    if let Some(p) = &m.plan {
+        kv(
+            "plan",
+            format!(
+                "{} (device bound: {})",
+                p.path.clone().unwrap_or_else(|| "made on the fly".into()),
+                p.device_bandwidth_bytes_per_s
+                    .map(fmt_rate)
+                    .unwrap_or_else(|| "not measured".into())
+            ),
+        );
+    }
+    let dur = m
+        .clock
+        .end_monotonic_ns
+        .map(|e| fmt_ns(e.saturating_sub(m.clock.start_monotonic_ns) as f64))
+        .unwrap_or_else(|| "no end recorded".into());
+    kv("clock", format!("started {} · {}", m.clock.start_utc, dur));
+    if !m.scripts.is_empty() {
+        kv(
+            "bpftrace scripts",
+            m.scripts.keys().cloned().collect::<Vec<_>>().join(", "),
+        );
+    }
+    kv(
+        "formats",
+        m.formats
+            .iter()
+            .map(|(k, v)| format!("{k} v{v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
     kv(
         "files",
-        format!("{} ({})", m.files.len(), human_bytes(m.total_bytes())),
+        format!(
+            "{} ({})",
+            m.files.len(),
+            human_bytes(crate::manifest_compat::total_bytes(m))
+        ),
     );
-    for (k, v) in &m.extra {
-        let text = match v {
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Object(_) | serde_json::Value::Array(_) => {
-                let t = v.to_string();
-                if t.len() > 160 {
-                    format!(
-                        "{}…",
-                        &t[..t.char_indices().nth(160).map(|c| c.0).unwrap_or(t.len())]
-                    )
-                } else {
-                    t
-                }
-            }
-            other => other.to_string(),
-        };
-        kv(k, text);
+    for (i, g) in m.generations.iter().enumerate() {
+        kv(
+            &format!("generation {i}"),
+            format!(
+                "{} prompt + {} generated tokens, {} isa, {} thread(s), stop: {}",
+                g.prefill_tokens,
+                g.generated_tokens,
+                g.isa,
+                g.threads,
+                g.stop_reason
+                    .map(|r| format!("{r:?}").to_lowercase())
+                    .unwrap_or_else(|| "?".into())
+            ),
+        );
     }
     s.push_str("</table>");
     s
+}
+
+/// Greedy packing of possibly-overlapping items into as few lanes as needed.
+fn pack(lanes: &mut Vec<Lane>, name: &str, cls: &'static str, mut items: Vec<Item>) {
+    items.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)));
+    let mut ends: Vec<f64> = Vec::new();
+    let mut out: Vec<Vec<Item>> = Vec::new();
+    for it in items {
+        let i = match ends.iter().position(|&e| e <= it.0) {
+            Some(i) => i,
+            None => {
+                ends.push(0.0);
+                out.push(Vec::new());
+                ends.len() - 1
+            }
+        };
+        ends[i] = it.0 + it.1;
+        out[i].push(it);
+    }
+    let n = out.len();
+    for (i, v) in out.into_iter().enumerate() {
+        let label = if n > 1 {
+            format!("{name} {}", i + 1)
+        } else {
+            name.to_string()
+        };
+        lanes.push((label, cls, v));
+    }
 }
 
 /// Lanes for the JS timeline: `{"t1": µs, "lanes": [{"name", "cls", "items": [[s, d, name]]}]}`.
 fn timeline_json(r: &RunData) -> Option<(String, usize)> {
     let origin = r.origin_ns()?;
     let us = |ns: u64| ns.saturating_sub(origin) as f64 / 1e3;
+    let span = |a: u64, b: u64| (us(a), us(b) - us(a));
     let mut lanes: Vec<Lane> = Vec::new();
-    // Greedy packing of possibly-overlapping items into as few lanes as needed.
-    fn pack(
-        lanes: &mut Vec<Lane>,
-        name: &str,
-        cls: &'static str,
-        mut items: Vec<(f64, f64, String)>,
-    ) {
-        items.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)));
-        let mut ends: Vec<f64> = Vec::new();
-        let mut out: Vec<Vec<(f64, f64, String)>> = Vec::new();
-        for it in items {
-            let i = match ends.iter().position(|&e| e <= it.0) {
-                Some(i) => i,
-                None => {
-                    ends.push(0.0);
-                    out.push(Vec::new());
-                    ends.len() - 1
-                }
-            };
-            ends[i] = it.0 + it.1;
-            out[i].push(it);
-        }
-        let n = out.len();
-        for (i, v) in out.into_iter().enumerate() {
-            let label = if n > 1 {
-                format!("{name} {}", i + 1)
-            } else {
-                name.to_string()
-            };
-            lanes.push((label, cls, v));
-        }
-    }
-    let mut threads: BTreeMap<u32, Vec<(f64, f64, String)>> = BTreeMap::new();
+    let mut threads: BTreeMap<u32, Vec<Item>> = BTreeMap::new();
     for s in &r.stages {
-        threads.entry(s.thread).or_default().push((
-            us(s.start_ns),
-            us(s.end_ns) - us(s.start_ns),
-            s.name.clone(),
-        ));
+        let (a, d) = span(s.start_ns, s.end_ns);
+        let name = match s.index {
+            Some(i) if matches!(s.name.as_str(), "prefill" | "decode") => format!("{} {i}", s.name),
+            _ => s.name.clone(),
+        };
+        threads.entry(s.thread).or_default().push((a, d, name));
     }
     for (t, items) in threads {
         pack(&mut lanes, &format!("stages t{t}"), "stage", items);
@@ -376,32 +582,27 @@ fn timeline_json(r: &RunData) -> Option<(String, usize)> {
         r.tokens
             .iter()
             .map(|k| {
-                let ph = if k.phase == Phase::Prefill {
-                    "prefill"
-                } else {
-                    "decode"
-                };
-                (
-                    us(k.start_ns),
-                    us(k.end_ns) - us(k.start_ns),
-                    format!("token {} ({ph})", k.index),
-                )
+                let (a, d) = span(k.start_ns, k.end_ns);
+                (a, d, format!("token {} ({})", k.index, k.phase.name()))
             })
             .collect(),
     );
-    let mut layer_spans: BTreeMap<(u32, u32, u32), (u64, u64)> = BTreeMap::new();
+    let mut layer_spans: BTreeMap<(u32, u32, u32, u32), (u64, u64)> = BTreeMap::new();
     for o in &r.ops {
         if let Some(l) = o.layer {
             let e = layer_spans
-                .entry((o.thread, o.token, l))
+                .entry((o.thread, o.gen, o.token, l))
                 .or_insert((o.start_ns, o.end_ns));
             e.0 = e.0.min(o.start_ns);
             e.1 = e.1.max(o.end_ns);
         }
     }
-    let layers: Vec<(f64, f64, String)> = layer_spans
+    let layers: Vec<Item> = layer_spans
         .iter()
-        .map(|(&(_, tok, l), &(s, e))| (us(s), us(e) - us(s), format!("layer {l}, token {tok}")))
+        .map(|(&(_, _, tok, l), &(s, e))| {
+            let (a, d) = span(s, e);
+            (a, d, format!("layer {l}, token {tok}"))
+        })
         .collect();
     pack(&mut lanes, "layers", "layer", layers);
     if r.ops.len() <= MAX_TIMELINE_OPS {
@@ -413,25 +614,29 @@ fn timeline_json(r: &RunData) -> Option<(String, usize)> {
                 .iter()
                 .map(|o| {
                     let l = o.layer.map(|l| format!(" L{l}")).unwrap_or_default();
-                    (
-                        us(o.start_ns),
-                        us(o.end_ns) - us(o.start_ns),
-                        format!("{}{l}", o.op),
-                    )
+                    let (a, d) = span(o.start_ns, o.end_ns);
+                    (a, d, format!("{}{l}", o.op))
                 })
                 .collect(),
         );
     }
     pack(
         &mut lanes,
-        "reads",
+        "stream reads",
         "io",
         r.io.iter()
             .map(|q| {
+                let (a, d) = span(q.submit_ns, q.complete_ns);
                 (
-                    us(q.submit_ns),
-                    us(q.complete_ns) - us(q.submit_ns),
-                    format!("read #{} {} @{}", q.id, human_bytes(q.bytes), q.offset),
+                    a,
+                    d,
+                    format!(
+                        "read #{} chunk {} {} @{}",
+                        q.id,
+                        q.chunk,
+                        human_bytes(q.bytes),
+                        q.offset
+                    ),
                 )
             })
             .collect(),
@@ -442,29 +647,62 @@ fn timeline_json(r: &RunData) -> Option<(String, usize)> {
         "stall",
         r.stalls
             .iter()
+            .filter(|x| x.kind == StallKind::StreamWait)
             .map(|x| {
+                let (a, d) = span(x.start_ns, x.end_ns);
+                let at =
+                    x.op.as_ref()
+                        .map(|o| {
+                            format!(
+                                " before {o}{}",
+                                x.layer.map(|l| format!(" L{l}")).unwrap_or_default()
+                            )
+                        })
+                        .unwrap_or_default();
+                (a, d, format!("stall on chunk {}{at}", x.what))
+            })
+            .collect(),
+    );
+    pack(
+        &mut lanes,
+        "block I/O",
+        "kernel",
+        r.block_io
+            .iter()
+            .map(|b| {
+                let (a, d) = span(b.issue_ns, b.complete_ns);
                 (
-                    us(x.start_ns),
-                    us(x.end_ns) - us(x.start_ns),
-                    "stall".to_string(),
+                    a,
+                    d,
+                    format!(
+                        "block {} {} {} ({})",
+                        b.rwbs,
+                        b.dev,
+                        human_bytes(b.bytes),
+                        b.stage
+                    ),
                 )
             })
             .collect(),
     );
-    let kernel: Vec<(f64, f64, String)> = r
-        .block_io
-        .iter()
-        .filter_map(|b| {
-            let s = r.clock.to_monotonic(b.clock, b.issue_ns)?;
-            let e = r.clock.to_monotonic(b.clock, b.complete_ns)?;
-            Some((
-                us(s),
-                us(e) - us(s),
-                format!("block rq {} {}", b.dev, human_bytes(b.bytes)),
-            ))
-        })
-        .collect();
-    pack(&mut lanes, "block I/O", "kernel", kernel);
+    let kernel_lane = |kind: &str| -> Vec<Item> {
+        let mut v: Vec<&crate::run::KernelSpan> =
+            r.kernel.iter().filter(|k| k.kind == kind).collect();
+        if v.len() > MAX_KERNEL_ITEMS {
+            v.sort_by_key(|k| std::cmp::Reverse(k.end_ns - k.start_ns));
+            v.truncate(MAX_KERNEL_ITEMS);
+        }
+        v.iter()
+            .map(|k| {
+                let (a, d) = span(k.start_ns, k.end_ns);
+                (a, d, format!("{} tid {} ({})", k.label, k.tid, k.stage))
+            })
+            .collect()
+    };
+    pack(&mut lanes, "major faults", "fault", kernel_lane("major"));
+    pack(&mut lanes, "io_uring", "kernel", kernel_lane("uring"));
+    pack(&mut lanes, "read syscalls", "kernel", kernel_lane("rd"));
+    pack(&mut lanes, "off-CPU", "offcpu", kernel_lane("offcpu"));
     lanes.retain(|l| !l.2.is_empty());
     let count: usize = lanes.iter().map(|l| l.2.len()).sum();
     if count == 0 {
@@ -489,24 +727,47 @@ fn timeline_json(r: &RunData) -> Option<(String, usize)> {
 
 fn timeline(r: &RunData, n: usize) -> String {
     match timeline_json(r) {
-        None => {
-            // The script still visits this element; it reports 0 items drawn.
-            missing(
-                r,
-                "the timeline",
-                &[Family::Stages, Family::Tokens, Family::Io, Family::TensorTrace, Family::BpfTsv],
-            )
-        }
-        Some((json, count)) => format!(
-            "<div class=\"legend\"><span><i class=\"tl-stage\" style=\"background:var(--stage)\"></i>stage</span>\
-             <span><i style=\"background:var(--token)\"></i>token</span><span><i style=\"background:var(--layer)\"></i>layer</span>\
-             <span><i style=\"background:var(--op)\"></i>op</span><span><i style=\"background:var(--io)\"></i>read</span>\
-             <span><i style=\"background:var(--stall)\"></i>stall</span><span><i style=\"background:var(--kernel)\"></i>block I/O</span>\
-             <span class=\"sub\">wheel: zoom · drag: pan · double-click: reset</span></div>\
-             <div class=\"timeline\" id=\"timeline-{n}\" data-src=\"timeline-data-{n}\" data-items=\"{count}\"></div>\
-             <script type=\"application/json\" id=\"timeline-data-{n}\">{}</script>",
-            json_in_script(&json)
+        None => missing(
+            r,
+            "the timeline",
+            &[
+                Family::Stages,
+                Family::Tokens,
+                Family::Io,
+                Family::TensorTrace,
+                Family::Bpf,
+            ],
         ),
+        Some((json, count)) => {
+            let mut s = String::new();
+            if let Some(i) = r
+                .inputs
+                .iter()
+                .find(|i| matches!(i.state, InputState::Partial(_)) && i.family != Family::Manifest)
+            {
+                s.push_str(&note(
+                    "partial input",
+                    &format!(
+                        "Drawn as far as the inputs go: {} is partial ({}).",
+                        i.file,
+                        state_text(&i.state)
+                    ),
+                ));
+            }
+            let _ = write!(
+                s,
+                "<div class=\"legend\"><span><i style=\"background:var(--stage)\"></i>stage</span>\
+                 <span><i style=\"background:var(--token)\"></i>token</span><span><i style=\"background:var(--layer)\"></i>layer</span>\
+                 <span><i style=\"background:var(--op)\"></i>op</span><span><i style=\"background:var(--io)\"></i>stream read</span>\
+                 <span><i style=\"background:var(--stall)\"></i>stall / major fault</span><span><i style=\"background:var(--kernel)\"></i>block I/O, syscall</span>\
+                 <span><i style=\"background:var(--offcpu)\"></i>off-CPU</span>\
+                 <span class=\"sub\">wheel: zoom · drag: pan · double-click: reset · hover: details</span></div>\
+                 <div class=\"timeline\" id=\"timeline-{n}\" data-src=\"timeline-data-{n}\" data-items=\"{count}\"></div>\
+                 <script type=\"application/json\" id=\"timeline-data-{n}\">{}</script>",
+                json_in_script(&json)
+            );
+            s
+        }
     }
 }
 
@@ -521,20 +782,32 @@ fn tokens_section(r: &RunData, st: &RunStats) -> String {
         opt_ns(st.tpot_p50_ns),
         opt_ns(st.tpot_p95_ns)
     );
-    s.push_str("<h3>pass time per token: compute and stall</h3><div class=\"legend\"><span><i style=\"background:var(--op)\"></i>compute</span><span><i style=\"background:var(--stall)\"></i>stalled on I/O</span></div>");
+    if let Some(i) = r
+        .input(Family::Tokens)
+        .filter(|i| matches!(i.state, InputState::Partial(_)))
+    {
+        s.push_str(&note(
+            "partial input",
+            &format!("tokens.jsonl is partial: {}", state_text(&i.state)),
+        ));
+    }
+    let has_faults = r.stalls.iter().any(|x| x.kind == StallKind::MajorFault);
+    s.push_str("<h3>time per token: compute, stalled on stream reads, in major faults</h3><div class=\"legend\"><span><i style=\"background:var(--op)\"></i>other (compute, sampling)</span><span><i style=\"background:var(--stall)\"></i>stalled on I/O</span><span><i style=\"background:var(--fault)\"></i>in major faults</span></div>");
     let cols: Vec<svg::Column> = st
         .tokens
         .iter()
         .map(|t| {
+            let waits = t.stall_ns + t.fault_ns;
             (
-                t.index.to_string(),
+                t.label(),
                 vec![
                     (
-                        t.dur_ns.saturating_sub(t.stall_ns) as f64,
+                        t.dur_ns.saturating_sub(waits) as f64,
                         "c-compute",
                         "compute",
                     ),
                     (t.stall_ns as f64, "c-stall", "stall"),
+                    (t.fault_ns as f64, "c-fault", "major faults"),
                 ],
             )
         })
@@ -542,14 +815,14 @@ fn tokens_section(r: &RunData, st: &RunStats) -> String {
     s.push_str(&svg::columns(&cols, &fmt_ns, None));
     if st.tokens.iter().any(|t| t.io_busy_ns > 0) {
         s.push_str(
-            "<h3>I/O–compute overlap per token (share of read time hidden behind compute)</h3>",
+            "<h3>I/O–compute overlap per token (share of stream-read time hidden behind compute)</h3>",
         );
         let cols: Vec<svg::Column> = st
             .tokens
             .iter()
             .map(|t| {
                 (
-                    t.index.to_string(),
+                    t.label(),
                     vec![(t.overlap_pct.unwrap_or(0.0), "c-io", "overlap %")],
                 )
             })
@@ -560,8 +833,35 @@ fn tokens_section(r: &RunData, st: &RunStats) -> String {
             Some((100.0, "100%".into())),
         ));
     } else {
-        s.push_str(&missing(r, "I/O–compute overlap", &[Family::Io]));
+        s.push_str(&no_stream_io(r, "I/O–compute overlap"));
     }
+    if !has_faults && !is_stream(r) {
+        s.push_str(&note(
+            "major faults",
+            "Major-fault time needs bpftrace's faults script (flashslim profile --scripts faults); \
+             this run has no fault rows.",
+        ));
+    }
+    s.push_str("<h3>per token</h3><table><tr><th>token</th><th>phase</th><th class=\"num\">latency</th><th class=\"num\">pass</th>\
+                <th class=\"num\">stream stall</th><th class=\"num\">major faults</th><th class=\"num\">overlap</th>\
+                <th class=\"num\">storage read</th><th class=\"num\">block I/O</th></tr>");
+    for t in &st.tokens {
+        let _ = write!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            esc(&t.label()),
+            t.phase.name(),
+            fmt_ns(t.dur_ns as f64),
+            fmt_ns(t.pass_ns as f64),
+            if r.io.is_empty() { "—".into() } else { fmt_ns(t.stall_ns as f64) },
+            if has_faults { fmt_ns(t.fault_ns as f64) } else { "—".into() },
+            t.overlap_pct.map(|v| format!("{v:.0}%")).unwrap_or_else(|| "—".into()),
+            t.storage_read_bytes.map(human_bytes).unwrap_or_else(|| "—".into()),
+            if r.block_io.is_empty() { "—".into() } else { human_bytes(t.block_bytes) },
+        );
+    }
+    s.push_str("</table>");
     s
 }
 
@@ -573,6 +873,7 @@ fn layers_section(r: &RunData, st: &RunStats) -> String {
             &[Family::TensorTrace],
         );
     }
+    let total: u64 = st.op_ns.iter().map(|o| o.1).sum::<u64>().max(1);
     let layers: Vec<(String, f64)> = st
         .layer_ns
         .iter()
@@ -581,121 +882,308 @@ fn layers_section(r: &RunData, st: &RunStats) -> String {
     let ops: Vec<(String, f64)> = st
         .op_ns
         .iter()
-        .map(|(o, ns)| (o.clone(), *ns as f64))
+        .map(|(o, ns)| {
+            (
+                format!("{o} ({:.1}%)", 100.0 * *ns as f64 / total as f64),
+                *ns as f64,
+            )
+        })
         .collect();
-    format!(
-        "<h3>per op (all tokens)</h3>{}<h3>per layer (all tokens)</h3>{}",
+    let mut s = String::new();
+    if let Some(i) = r
+        .input(Family::TensorTrace)
+        .filter(|i| matches!(i.state, InputState::Partial(_)))
+    {
+        s.push_str(&note(
+            "partial input",
+            &format!("tensor-trace.bin is partial: {}", state_text(&i.state)),
+        ));
+    }
+    // Per phase: prefill and decode ops differ by the tokens they process.
+    let mut by_phase: BTreeMap<&str, (u64, usize)> = BTreeMap::new();
+    for o in &r.ops {
+        let e = by_phase.entry(o.phase.name()).or_default();
+        e.0 += o.end_ns - o.start_ns;
+        e.1 += 1;
+    }
+    let phases: Vec<String> = by_phase
+        .iter()
+        .map(|(p, (ns, n))| format!("{p}: {n} ops, {}", fmt_ns(*ns as f64)))
+        .collect();
+    let _ = write!(
+        s,
+        "<p class=\"sub\">{} op executions, {} of op time ({}), all tokens. The op time is measured \
+         around each op on the thread that ran it (tensor trace).</p>\
+         <h3>per op</h3>{}<h3>per layer</h3>{}",
+        r.ops.len(),
+        fmt_ns(total as f64),
+        esc(&phases.join("; ")),
         svg::hbars(&ops, &fmt_ns, "c-bar"),
         svg::hbars(&layers, &fmt_ns, "c-bar")
-    )
+    );
+    // Layer × op grid.
+    let mut op_names: Vec<String> = st.layer_op_ns.keys().map(|k| k.1.clone()).collect();
+    op_names.sort();
+    op_names.dedup();
+    if !op_names.is_empty() {
+        let rows: Vec<String> = st
+            .layer_ns
+            .iter()
+            .map(|(l, _)| format!("layer {l}"))
+            .collect();
+        let values: Vec<Vec<f64>> = st
+            .layer_ns
+            .iter()
+            .map(|(l, _)| {
+                op_names
+                    .iter()
+                    .map(|o| {
+                        st.layer_op_ns.get(&(*l, o.clone())).copied().unwrap_or(0) as f64 / 1e3
+                    })
+                    .collect()
+            })
+            .collect();
+        s.push_str("<h3>layer × op (µs, darker = more)</h3>");
+        s.push_str(&svg::heatmap(&rows, &op_names, &values, "op"));
+    }
+    s
 }
 
 fn throughput_section(r: &RunData, st: &RunStats) -> String {
-    let Some(achieved) = st.achieved_bytes_per_s else {
-        return missing(r, "storage throughput", &[Family::Io]);
-    };
     let bound = r.storage_bound_bytes_per_s;
-    let mut s = format!(
-        "<p>Achieved <b>{}</b> while reads were in flight ({} in {}).",
-        fmt_rate(achieved),
-        human_bytes(st.io_bytes),
-        fmt_ns(st.io_busy_ns as f64)
-    );
+    let mut s = String::new();
     match bound {
         Some(b) => {
+            let _ = write!(s, "<p>Measured device read bound (manifest <code>plan.device_bandwidth_bytes_per_s</code>): <b>{}</b>.</p>", fmt_rate(b));
+        }
+        None => s.push_str(&note(
+            "device bound",
+            "Device bound not measured: the manifest has no plan.device_bandwidth_bytes_per_s \
+             (written by streaming runs whose plan measured the device).",
+        )),
+    }
+    s.push_str("<h3>stream reads (io.jsonl)</h3>");
+    match st.achieved_bytes_per_s {
+        None => s.push_str(&no_stream_io(r, "stream-read throughput")),
+        Some(achieved) => {
             let _ = write!(
                 s,
-                " Device bound: {} — <b>{:.0}%</b> of it.</p>",
-                fmt_rate(b),
-                100.0 * achieved / b
+                "<p>Achieved <b>{}</b> while reads were in flight ({} in {}){}.</p>",
+                fmt_rate(achieved),
+                human_bytes(st.io_bytes),
+                fmt_ns(st.io_busy_ns as f64),
+                bound
+                    .map(|b| format!(" — <b>{:.0}%</b> of the device bound", 100.0 * achieved / b))
+                    .unwrap_or_default()
             );
+            let cols: Vec<svg::Column> = st
+                .tokens
+                .iter()
+                .map(|t| {
+                    let v = if t.io_busy_ns > 0 {
+                        t.io_bytes as f64 * 1e9 / t.io_busy_ns as f64
+                    } else {
+                        0.0
+                    };
+                    (t.label(), vec![(v, "c-io", "MB/s")])
+                })
+                .collect();
+            s.push_str(
+                "<p class=\"sub\">per token: bytes completed / time reads were in flight</p>",
+            );
+            s.push_str(&svg::columns(
+                &cols,
+                &fmt_rate,
+                bound.map(|b| (b, format!("device bound {}", fmt_rate(b)))),
+            ));
         }
-        None => s.push_str(
-            " The measured device bound is not in this run (<span class=\"badge b-missing\">missing</span>).</p>",
-        ),
     }
-    let cols: Vec<svg::Column> = st
-        .tokens
-        .iter()
-        .map(|t| {
-            let v = if t.io_busy_ns > 0 {
-                t.io_bytes as f64 * 1e9 / t.io_busy_ns as f64
-            } else {
-                0.0
-            };
-            (t.index.to_string(), vec![(v, "c-io", "MB/s")])
-        })
-        .collect();
-    s.push_str("<h3>per token (bytes completed / time reads were in flight)</h3>");
-    s.push_str(&svg::columns(
-        &cols,
-        &fmt_rate,
-        bound.map(|b| (b, format!("device bound {}", fmt_rate(b)))),
-    ));
+    s.push_str("<h3>block layer (bpftrace blockio)</h3>");
+    match st.block_bytes_per_s {
+        None => s.push_str(&missing(r, "block-layer throughput", &[Family::Bpf])),
+        Some(achieved) => {
+            let _ = write!(
+                s,
+                "<p>{} block request(s), {} in {} with at least one in flight: <b>{}</b>{}.</p>",
+                r.block_io.len(),
+                human_bytes(st.block_bytes),
+                fmt_ns(st.block_busy_ns as f64),
+                fmt_rate(achieved),
+                bound
+                    .map(|b| format!(" — <b>{:.0}%</b> of the device bound", 100.0 * achieved / b))
+                    .unwrap_or_default()
+            );
+            let cols: Vec<svg::Column> = st
+                .tokens
+                .iter()
+                .map(|t| {
+                    let v = if t.block_busy_ns > 0 {
+                        t.block_bytes as f64 * 1e9 / t.block_busy_ns as f64
+                    } else {
+                        0.0
+                    };
+                    (t.label(), vec![(v, "c-bar2", "MB/s")])
+                })
+                .collect();
+            s.push_str("<p class=\"sub\">per token: block bytes completed / time requests were in flight</p>");
+            s.push_str(&svg::columns(
+                &cols,
+                &fmt_rate,
+                bound.map(|b| (b, format!("device bound {}", fmt_rate(b)))),
+            ));
+        }
+    }
+    if st.tokens.iter().any(|t| t.storage_read_bytes.is_some()) {
+        s.push_str("<h3>storage bytes read per token (engine: /proc/self/io read_bytes)</h3>");
+        let cols: Vec<svg::Column> = st
+            .tokens
+            .iter()
+            .map(|t| {
+                (
+                    t.label(),
+                    vec![(t.storage_read_bytes.unwrap_or(0) as f64, "c-bar", "bytes")],
+                )
+            })
+            .collect();
+        s.push_str(&svg::columns(&cols, &|v| human_bytes(v as u64), None));
+    }
     s
 }
 
 fn stalls_section(r: &RunData, st: &RunStats) -> String {
-    if r.io.is_empty() && r.stalls.is_empty() {
-        return missing(r, "the stall analysis", &[Family::Io]);
-    }
+    let mut s = String::new();
     let decode_ns: u64 = st
         .tokens
         .iter()
         .filter(|t| t.phase == Phase::Decode)
         .map(|t| t.dur_ns)
         .sum();
-    let decode_stall: u64 = st
-        .tokens
-        .iter()
-        .filter(|t| t.phase == Phase::Decode)
-        .map(|t| t.stall_ns)
-        .sum();
-    let mut s = format!(
-        "<table><tr><td>stalls</td><td class=\"num\">{}</td></tr><tr><td>total stall time</td><td class=\"num\">{}</td></tr>\
-         <tr><td>stall share of decode time</td><td class=\"num\">{}</td></tr></table>",
-        r.stalls.len(),
-        fmt_ns(st.stall_ns as f64),
-        if decode_ns > 0 {
-            format!("{:.1}%", 100.0 * decode_stall as f64 / decode_ns as f64)
+    let share = |part: u64, whole: u64| {
+        if whole > 0 {
+            format!("{:.1}%", 100.0 * part as f64 / whole as f64)
         } else {
             "—".into()
         }
-    );
-    if !st.stall_by_layer.is_empty() {
-        s.push_str("<h3>stall time by layer (worst first)</h3>");
-        let items: Vec<(String, f64)> = st
+    };
+    for (kind, title) in [
+        (
+            StallKind::StreamWait,
+            "compute waiting for stream reads (io.jsonl wait_begin → wait_end)",
+        ),
+        (
+            StallKind::MajorFault,
+            "major page faults (bpftrace faults: mmap'd weights not in the page cache)",
+        ),
+    ] {
+        let _ = write!(s, "<h3>{}</h3>", esc(title));
+        let list: Vec<&crate::run::Stall> = r.stalls.iter().filter(|x| x.kind == kind).collect();
+        if list.is_empty() {
+            s.push_str(&match kind {
+                StallKind::StreamWait if r.io.is_empty() => no_stream_io(r, "the stream stall analysis"),
+                StallKind::StreamWait => note("stalls", "Stream reads were always ready: no stall recorded."),
+                StallKind::MajorFault => {
+                    if r.inputs.iter().any(|i| i.family == Family::Bpf && i.file.contains("faults") && i.state.is_read()) {
+                        note("major faults", "The faults script ran and saw no major fault of the engine.")
+                    } else if matches!(r.weights_mode.as_deref(), Some("stream") | Some("ram")) {
+                        note("major faults", "Weights are not mmap'd in this run: no page-cache faults on weights to analyse (the faults script did not run).")
+                    } else {
+                        "<div class=\"missing\" data-missing=\"the major-fault analysis\"><b>Missing:</b> the major-fault analysis needs <code>bpf-faults.ndjson</code> — not in the run directory (record it with <code>flashslim profile --scripts faults</code>)</div>".to_string()
+                    }
+                }
+            });
+            continue;
+        }
+        let total = if kind == StallKind::StreamWait {
+            st.stall_ns
+        } else {
+            st.fault_ns
+        };
+        let in_decode: u64 = st
+            .tokens
+            .iter()
+            .filter(|t| t.phase == Phase::Decode)
+            .map(|t| {
+                if kind == StallKind::StreamWait {
+                    t.stall_ns
+                } else {
+                    t.fault_ns
+                }
+            })
+            .sum();
+        let _ = write!(
+            s,
+            "<table><tr><td>count</td><td class=\"num\">{}</td></tr><tr><td>total time</td><td class=\"num\">{}</td></tr>\
+             <tr><td>share of decode time</td><td class=\"num\">{}</td></tr><tr><td>attributed to an op (tensor trace)</td><td class=\"num\">{}</td></tr></table>",
+            list.len(),
+            fmt_ns(total as f64),
+            share(in_decode, decode_ns),
+            list.iter().filter(|x| x.op.is_some()).count()
+        );
+        let by_op: Vec<(String, f64)> = st
+            .stall_by_op
+            .iter()
+            .filter(|x| x.0 == kind)
+            .take(16)
+            .map(|x| (x.1.clone(), x.2 as f64))
+            .collect();
+        if !by_op.is_empty() {
+            s.push_str("<p class=\"sub\">by op</p>");
+            s.push_str(&svg::hbars(&by_op, &fmt_ns, "c-stall"));
+        }
+        let by_layer: Vec<(String, f64)> = st
             .stall_by_layer
             .iter()
+            .filter(|x| x.0 == kind)
             .take(24)
-            .map(|(l, ns)| (format!("layer {l}"), *ns as f64))
+            .map(|x| (format!("layer {}", x.1), x.2 as f64))
             .collect();
-        s.push_str(&svg::hbars(&items, &fmt_ns, "c-stall"));
-    }
-    let mut worst: Vec<&crate::run::Stall> = r.stalls.iter().collect();
-    worst.sort_by_key(|x| std::cmp::Reverse(x.end_ns - x.start_ns));
-    if !worst.is_empty() {
-        s.push_str("<h3>longest stalls</h3><table><tr><th class=\"num\">duration</th><th>request</th><th>layer</th></tr>");
+        if !by_layer.is_empty() {
+            s.push_str("<p class=\"sub\">by layer (worst first)</p>");
+            s.push_str(&svg::hbars(&by_layer, &fmt_ns, "c-stall"));
+        }
+        let mut worst = list.clone();
+        worst.sort_by_key(|x| std::cmp::Reverse(x.end_ns - x.start_ns));
+        let _ = write!(
+            s,
+            "<p class=\"sub\">longest</p><table><tr><th class=\"num\">duration</th><th>{}</th><th>stage</th><th>op</th><th>layer</th></tr>",
+            if kind == StallKind::StreamWait { "chunk" } else { "thread" }
+        );
         for x in worst.iter().take(10) {
             let _ = write!(
                 s,
-                "<tr><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td class=\"num\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 fmt_ns((x.end_ns - x.start_ns) as f64),
-                x.request.map(|q| q.to_string()).unwrap_or_default(),
+                x.what,
+                esc(&x.stage),
+                esc(x.op.as_deref().unwrap_or("")),
                 x.layer.map(|l| l.to_string()).unwrap_or_default()
             );
         }
         s.push_str("</table>");
     }
+    // The engine's own fault count per stage (getrusage), when stages were recorded.
+    let mut stage_faults: BTreeMap<&str, u64> = BTreeMap::new();
+    for x in &r.stages {
+        if x.name != "run" {
+            *stage_faults.entry(x.name.as_str()).or_default() += x.major_faults;
+        }
+    }
+    if stage_faults.values().any(|v| *v > 0) {
+        s.push_str("<h3>major faults per stage (engine getrusage, stages.jsonl)</h3>");
+        let items: Vec<(String, f64)> = stage_faults
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v as f64))
+            .collect();
+        s.push_str(&svg::hbars(&items, &|v| format!("{v:.0}"), "c-stall"));
+    }
     s
 }
 
-fn heatmap_section(r: &RunData) -> String {
+fn heatmap_section(r: &RunData, st: &RunStats) -> String {
     if r.accesses.is_empty() {
         return missing(r, "the tensor heatmap", &[Family::TensorTrace]);
     }
-    let st = RunStats::of(r);
-    let mut tokens: Vec<u32> = r.accesses.iter().map(|a| a.token).collect();
+    let mut tokens: Vec<(u32, u32)> = r.accesses.iter().map(|a| (a.gen, a.token)).collect();
     tokens.sort_unstable();
     tokens.dedup();
     // Rows: the hottest and coldest tensors, in file-ish order (layer then name).
@@ -715,16 +1203,27 @@ fn heatmap_section(r: &RunData) -> String {
         .enumerate()
         .map(|(i, n)| (n.as_str(), i))
         .collect();
-    let col_ix: BTreeMap<u32, usize> = tokens.iter().enumerate().map(|(i, t)| (*t, i)).collect();
+    let col_ix: BTreeMap<(u32, u32), usize> =
+        tokens.iter().enumerate().map(|(i, t)| (*t, i)).collect();
     let mut values = vec![vec![0.0; tokens.len()]; rows.len()];
     for a in &r.accesses {
         if let Some(&ri) = row_ix.get(a.tensor.as_str()) {
-            values[ri][col_ix[&a.token]] += a.count as f64;
+            values[ri][col_ix[&(a.gen, a.token)]] += a.count as f64;
         }
     }
-    let cols: Vec<String> = tokens.iter().map(|t| t.to_string()).collect();
+    let cols: Vec<String> = tokens
+        .iter()
+        .map(|(g, t)| {
+            if *g == 0 {
+                t.to_string()
+            } else {
+                format!("g{g}/{t}")
+            }
+        })
+        .collect();
     let mut s = format!(
-        "<p class=\"sub\">{} tensors × {} tokens; cell = accesses (darker = more){}</p>",
+        "<p class=\"sub\">{} weight tensors × {} tokens; cell = accesses (darker = more; the prefill column \
+         counts every prompt pass){}</p>",
         st.tensor_heat.len(),
         tokens.len(),
         if st.tensor_heat.len() > MAX_HEAT_ROWS {
@@ -733,14 +1232,19 @@ fn heatmap_section(r: &RunData) -> String {
             String::new()
         }
     );
-    s.push_str(&svg::heatmap(&rows, &cols, &values));
+    s.push_str(&svg::heatmap(&rows, &cols, &values, "token"));
+    let mut bytes: BTreeMap<&str, u64> = BTreeMap::new();
+    for a in &r.accesses {
+        *bytes.entry(a.tensor.as_str()).or_default() += a.bytes;
+    }
     let list = |items: &[(String, u64)]| {
-        let mut t = String::from("<table>");
+        let mut t = String::from("<table><tr><th>tensor</th><th class=\"num\">accesses</th><th class=\"num\">bytes read</th></tr>");
         for (n, c) in items {
             let _ = write!(
                 t,
-                "<tr><td><code>{}</code></td><td class=\"num\">{c}</td></tr>",
-                esc(n)
+                "<tr><td><code>{}</code></td><td class=\"num\">{c}</td><td class=\"num\">{}</td></tr>",
+                esc(n),
+                human_bytes(bytes.get(n.as_str()).copied().unwrap_or(0))
             );
         }
         t.push_str("</table>");
@@ -773,9 +1277,9 @@ fn tensor_sort_key(name: &str) -> (u32, String) {
 
 fn bpf_section(r: &RunData) -> String {
     if r.histograms.is_empty() && r.maps.is_empty() {
-        return missing(r, "the bpftrace summaries", &[Family::BpfJson]);
+        return missing(r, "the bpftrace summaries", &[Family::Bpf]);
     }
-    let mut s = String::new();
+    let mut s = String::from("<p class=\"sub\">END maps of each script; keys are engine stages (ids replaced by names).</p>");
     for h in &r.histograms {
         let total: u64 = h.buckets.iter().map(|b| b.count).sum();
         let _ = write!(
@@ -802,23 +1306,25 @@ fn bpf_section(r: &RunData) -> String {
                 )
             })
             .collect();
+        let ns = m.name.ends_with("_ns");
+        let bytes = m.name.contains("bytes");
         let _ = write!(
             s,
             "<h3>{} <span class=\"sub\">({})</span></h3>{}",
             esc(&m.name),
             esc(&m.file),
-            svg::hbars(&items, &|v| format!("{v:.0}"), "c-bar2")
+            svg::hbars(
+                &items,
+                &|v| if ns {
+                    fmt_ns(v)
+                } else if bytes {
+                    human_bytes(v as u64)
+                } else {
+                    format!("{v:.0}")
+                },
+                "c-bar2"
+            )
         );
-    }
-    if let Some(i) = r.input(Family::BpfTsv) {
-        if i.state != InputState::Missing {
-            let _ = write!(
-                s,
-                "<p class=\"sub\"><code>{}</code>: {}</p>",
-                esc(&i.file),
-                esc(&state_text(&i.state))
-            );
-        }
     }
     s
 }
@@ -920,9 +1426,13 @@ mod tests {
         ] {
             assert!(html.contains(&format!("<section id=\"{id}\"")), "{id}");
         }
+        let missing: Vec<&str> = html
+            .match_indices("class=\"missing\"")
+            .map(|(i, _)| &html[i..(i + 300).min(html.len())])
+            .collect();
         assert!(
-            !html.contains("class=\"missing\""),
-            "synthetic run has every input"
+            missing.is_empty(),
+            "synthetic run has every input: {missing:#?}"
         );
         assert!(html.contains("data-src=\"timeline-data-1\""));
     }
@@ -936,8 +1446,8 @@ mod tests {
         assert!(html.contains("B / A"));
         assert!(html.matches("<div class=\"cmp\">").count() >= 8);
         assert!(html.contains("timeline-data-2") && html.contains("flamegraph-2"));
-        // mmap has no reads: its throughput section is marked missing, stream's is drawn.
-        assert!(html.contains("data-missing=\"storage throughput\""));
+        // mmap has no stream reads: its throughput section says so, stream's is drawn.
+        assert!(html.contains("No streaming I/O in this run (weights mmap)"));
         assert_eq!(external_references(&html), Vec::<String>::new());
     }
 

@@ -48,7 +48,7 @@ pub fn columns(
 ) -> String {
     let w = 760.0;
     let h = 200.0;
-    let left = 64.0;
+    let left = 84.0;
     let bottom = 22.0;
     let top = 8.0;
     let plot_h = h - bottom - top;
@@ -117,13 +117,18 @@ pub fn columns(
     s
 }
 
-/// A heatmap: `rows` × `cols`, `cell(r, c)` = value (0 = none). Darker is more.
-pub fn heatmap(rows: &[String], cols: &[String], values: &[Vec<f64>]) -> String {
+/// A heatmap: `rows` × `cols`, `cell(r, c)` = value (0 = none). Darker is more. `col_kind`
+/// names the columns in tooltips (`token`, `op`); long column labels are drawn slanted.
+pub fn heatmap(rows: &[String], cols: &[String], values: &[Vec<f64>], col_kind: &str) -> String {
     let label_w = 190.0;
     let cw = (560.0 / cols.len().max(1) as f64).clamp(2.0, 28.0);
     let rh = 11.0;
-    let w = label_w + cw * cols.len() as f64 + 8.0;
-    let h = rh * rows.len() as f64 + 18.0;
+    let every = (cols.len() / 12).max(1);
+    let longest = cols.iter().map(|c| c.chars().count()).max().unwrap_or(0) as f64;
+    let slanted = longest * 6.0 > cw * every as f64;
+    let head = if slanted { 8.0 + longest * 5.2 } else { 14.0 };
+    let w = label_w + cw * cols.len() as f64 + 8.0 + if slanted { longest * 3.0 } else { 0.0 };
+    let h = rh * rows.len() as f64 + head + 4.0;
     let max = values
         .iter()
         .flatten()
@@ -133,19 +138,23 @@ pub fn heatmap(rows: &[String], cols: &[String], values: &[Vec<f64>]) -> String 
     let mut s = format!(
         r#"<svg class="heatmap" width="{w:.0}" height="{h:.0}" viewBox="0 0 {w:.2} {h:.2}" role="img">"#
     );
-    let every = (cols.len() / 12).max(1);
     for (c, label) in cols.iter().enumerate() {
         if c % every == 0 {
-            let _ = write!(
-                s,
-                r#"<text x="{x:.2}" y="10">{l}</text>"#,
-                x = label_w + c as f64 * cw,
-                l = esc(label)
-            );
+            let x = label_w + c as f64 * cw;
+            if slanted {
+                let (tx, ty) = (x + cw * 0.5, head - 3.0);
+                let _ = write!(
+                    s,
+                    r#"<text x="{tx:.2}" y="{ty:.2}" transform="rotate(-60 {tx:.2} {ty:.2})">{l}</text>"#,
+                    l = esc(label)
+                );
+            } else {
+                let _ = write!(s, r#"<text x="{x:.2}" y="10">{l}</text>"#, l = esc(label));
+            }
         }
     }
     for (r, label) in rows.iter().enumerate() {
-        let y = 14.0 + r as f64 * rh;
+        let y = head + r as f64 * rh;
         let _ = write!(
             s,
             r#"<text x="{tx}" y="{ty:.2}" text-anchor="end" style="font-size:9px">{l}</text>"#,
@@ -162,11 +171,12 @@ pub fn heatmap(rows: &[String], cols: &[String], values: &[Vec<f64>]) -> String 
             let light = 92.0 - 55.0 * k;
             let _ = write!(
                 s,
-                r#"<rect x="{x:.2}" y="{y:.2}" width="{cw:.2}" height="{rh2}" style="fill:hsl(28,90%,{light:.0}%)"><title>{l} @ token {t}: {v}</title></rect>"#,
+                r#"<rect x="{x:.2}" y="{y:.2}" width="{cw:.2}" height="{rh2}" style="fill:hsl(28,90%,{light:.0}%)"><title>{l} @ {col_kind} {t}: {v}</title></rect>"#,
                 x = label_w + c as f64 * cw,
                 rh2 = rh - 1.0,
                 l = esc(label),
                 t = esc(&cols[c]),
+                col_kind = esc(col_kind),
             );
         }
     }
@@ -215,7 +225,12 @@ mod tests {
         );
         assert_eq!(c.matches("<rect").count(), 2);
         assert!(c.contains("c-bound"));
-        let m = heatmap(&["t".into()], &["0".into(), "1".into()], &[vec![1.0, 0.0]]);
+        let m = heatmap(
+            &["t".into()],
+            &["0".into(), "1".into()],
+            &[vec![1.0, 0.0]],
+            "token",
+        );
         assert_eq!(m.matches("<rect").count(), 1);
         // Empty inputs still give valid SVG.
         assert!(hbars(&[], &|v| v.to_string(), "x").ends_with("</svg>"));

@@ -1,60 +1,20 @@
 //! The records of one run, independent of any file layout: what `slim merge` turns into
-//! timeline events and what `slim report` draws. Times are nanoseconds on the engine's
-//! CLOCK_MONOTONIC unless a record names another [`Clock`].
+//! timeline events and what `slim report` draws. Every time is nanoseconds on the engine's
+//! CLOCK_MONOTONIC (bpftrace's BOOTTIME rows are converted by the loader through the engine's
+//! `clock_sync` reader), so nothing downstream converts clocks.
 //!
-//! [`load`] fills a [`RunData`] from a run directory and records, per input file, whether it was
-//! loaded, missing, unreadable, or not connected yet (phase 2 wires in the engine's readers).
+//! [`load`] fills a [`RunData`] from a run directory through the engine's readers and records,
+//! per input file, whether it was loaded (and how much of it), missing, or unreadable.
 
 mod load;
 mod stats;
 
-pub use load::{bpf_from_ndjson, load, LoadError, BPF_NDJSON_PREFIX, STACKS_FILE};
+pub use load::{load, maps_from_bpf, LoadError, BPF_PREFIX, STACKS_FILE};
 pub use stats::{percentile, union_ns, RunStats, TokenStats};
 
 use crate::manifest_compat::Manifest;
 use serde::Serialize;
 use std::path::PathBuf;
-
-/// A clock that raw timestamps are taken on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-pub enum Clock {
-    /// CLOCK_MONOTONIC: the engine's clock and the merged time base.
-    Monotonic,
-    /// CLOCK_BOOTTIME: bpftrace's `nsecs` (monotonic plus time suspended).
-    Boottime,
-}
-
-/// Pairs of simultaneous readings used to convert one clock to CLOCK_MONOTONIC (from the
-/// engine's `clock_sync` records, which bpftrace prints next to its own `nsecs`).
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct ClockSync {
-    /// `(other-clock ns, monotonic ns)` pairs for [`Clock::Boottime`].
-    pub boottime_pairs: Vec<(u64, u64)>,
-}
-
-impl ClockSync {
-    /// `t` (on `clock`) as CLOCK_MONOTONIC ns; `None` when no sync pair relates the clocks or the
-    /// result would be negative. The offset is the median over the pairs (robust to one late
-    /// reading).
-    pub fn to_monotonic(&self, clock: Clock, t: u64) -> Option<u64> {
-        match clock {
-            Clock::Monotonic => Some(t),
-            Clock::Boottime => {
-                let mut d: Vec<i128> = self
-                    .boottime_pairs
-                    .iter()
-                    .map(|&(b, m)| m as i128 - b as i128)
-                    .collect();
-                if d.is_empty() {
-                    return None;
-                }
-                d.sort_unstable();
-                let off = d[d.len() / 2];
-                u64::try_from(t as i128 + off).ok()
-            }
-        }
-    }
-}
 
 /// Prefill or decode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -66,59 +26,95 @@ pub enum Phase {
     Decode,
 }
 
-/// One engine stage (`load_model`, `prefill`, `decode`, ...).
+impl Phase {
+    /// `prefill` / `decode`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Prefill => "prefill",
+            Phase::Decode => "decode",
+        }
+    }
+}
+
+/// One engine stage (`load_model`, `prefill`, `decode`, ...), from `stages.jsonl`.
 #[derive(Clone, Debug, Serialize)]
 pub struct StageSpan {
     /// Stage name.
     pub name: String,
-    /// Engine thread id that ran it.
+    /// Linux thread id that ran it.
     pub thread: u32,
-    /// Start, end (ns).
+    /// Generation (prompt) index, for per-generation stages.
+    pub gen: Option<u32>,
+    /// Pass index (prefill/decode) or token index (sample, detokenize).
+    pub index: Option<u64>,
+    /// Start (ns).
     pub start_ns: u64,
     /// End (ns), `>= start_ns`.
     pub end_ns: u64,
+    /// Major faults of the whole process during the stage (getrusage).
+    pub major_faults: u64,
+    /// Closed by an error or interrupt rather than normally.
+    pub unfinished: bool,
 }
 
-/// One generated token: the pass that produced it.
+/// One generated token: the time from the previous token (or the prompt's start) to its sample.
 #[derive(Clone, Debug, Serialize)]
 pub struct TokenSpan {
+    /// Generation (prompt) index.
+    pub gen: u32,
     /// 0 for the token the prefill produced, then 1, 2, ...
     pub index: u32,
     /// Which pass.
     pub phase: Phase,
-    /// Pass start (ns).
+    /// Start: the previous token's sample time, or the generation's prefill start (ns).
     pub start_ns: u64,
     /// Token sampled (ns).
     pub end_ns: u64,
+    /// Time of the pass(es) that produced its logits (ns).
+    pub pass_ns: u64,
+    /// `/proc/self/io` read_bytes added while producing it (None if unavailable).
+    pub storage_read_bytes: Option<u64>,
+    /// Streaming source: bytes streamed for this token.
+    pub streamed_bytes: u64,
+    /// Streaming source: compute stalled on I/O for this token (ns).
+    pub stall_ns: u64,
 }
 
-/// One operator execution from the tensor trace.
+/// One operator execution, from the tensor trace (its records grouped by op).
 #[derive(Clone, Debug, Serialize)]
 pub struct OpSpan {
-    /// Token index the pass belongs to.
+    /// Generation index.
+    pub gen: u32,
+    /// Generated-token index the pass works toward (0 for prefill passes).
     pub token: u32,
+    /// Prefill or decode.
+    pub phase: Phase,
     /// Layer, `None` for embedding and output ops.
     pub layer: Option<u32>,
     /// Op name (`qkv`, `ffn_down`, ...).
     pub op: String,
-    /// Compute thread.
+    /// Thread that ran it (Linux tid).
     pub thread: u32,
     /// Start (ns).
     pub start_ns: u64,
     /// End (ns).
     pub end_ns: u64,
+    /// Weight bytes the op read.
+    pub weight_bytes: u64,
 }
 
-/// One chunk read issued by the streaming source.
+/// One streamed read (a `submit`/`complete` pair of `io.jsonl`).
 #[derive(Clone, Debug, Serialize)]
 pub struct IoRequest {
-    /// Request id (unique within the run).
+    /// Request id: position of its `submit` in `io.jsonl` (unique within the run).
     pub id: u64,
-    /// File offset and length.
+    /// The plan's chunk index (`0x80000000 | i` resident extents, `0xFFFFFFFF` direct reads).
+    pub chunk: u32,
+    /// File offset.
     pub offset: u64,
-    /// Bytes read.
+    /// Bytes the read returned.
     pub bytes: u64,
-    /// Pool buffer slot.
+    /// Pool buffer slot, `None` outside the pool.
     pub slot: Option<u32>,
     /// Submitted (ns).
     pub submit_ns: u64,
@@ -126,17 +122,32 @@ pub struct IoRequest {
     pub complete_ns: u64,
 }
 
-/// Compute waiting for I/O.
+/// What kept compute waiting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum StallKind {
+    /// The streaming source: compute needed a chunk not read yet (`wait_begin`/`wait_end`).
+    StreamWait,
+    /// A major page fault (bpftrace `faults`): an mmap'd weight not in the page cache.
+    MajorFault,
+}
+
+/// Compute waiting for weights.
 #[derive(Clone, Debug, Serialize)]
 pub struct Stall {
-    /// Stall start (ns).
+    /// Kind.
+    pub kind: StallKind,
+    /// Start (ns).
     pub start_ns: u64,
-    /// Stall end (ns).
+    /// End (ns).
     pub end_ns: u64,
-    /// The chunk/request waited for.
-    pub request: Option<u64>,
-    /// The layer that waited, if known.
+    /// The chunk waited for (stream) or the thread that faulted (fault).
+    pub what: u64,
+    /// The layer and op running when it happened (from the tensor trace), if known.
     pub layer: Option<u32>,
+    /// Op name, if known.
+    pub op: Option<String>,
+    /// Engine stage active at its start (bpftrace rows), empty if unknown.
+    pub stage: String,
 }
 
 /// What a counter measures (decides axis formatting).
@@ -148,10 +159,10 @@ pub enum Unit {
     Count,
 }
 
-/// A sampled counter: resident weight bytes, buffer occupancy, RSS.
+/// A sampled counter (cumulative bytes read, reads in flight, faults...).
 #[derive(Clone, Debug, Serialize)]
 pub struct CounterSeries {
-    /// Name (`resident_bytes`, `buffer_occupancy`, `rss_bytes`).
+    /// Name.
     pub name: String,
     /// Unit.
     pub unit: Unit,
@@ -159,9 +170,11 @@ pub struct CounterSeries {
     pub points: Vec<(u64, f64)>,
 }
 
-/// Tensor reads during one token: a cell of the heatmap.
+/// Weight reads of one tensor during one token: a cell of the heatmap.
 #[derive(Clone, Debug, Serialize)]
 pub struct TensorAccess {
+    /// Generation index.
+    pub gen: u32,
     /// Token index.
     pub token: u32,
     /// Tensor name (`blk.3.ffn_down.weight`).
@@ -172,21 +185,40 @@ pub struct TensorAccess {
     pub bytes: u64,
 }
 
-/// A block-layer request seen by bpftrace.
+/// A block-layer request seen by bpftrace (`rq` rows), on CLOCK_MONOTONIC.
 #[derive(Clone, Debug, Serialize)]
 pub struct BlockIo {
-    /// Clock of `issue_ns`/`complete_ns`.
-    pub clock: Clock,
     /// Issued to the device.
     pub issue_ns: u64,
     /// Completed.
     pub complete_ns: u64,
-    /// Device (`179:0`).
+    /// Device number as bpftrace prints it.
     pub dev: String,
     /// Start sector.
     pub sector: u64,
     /// Size.
     pub bytes: u64,
+    /// `rwbs` flags (`R`, `RA`, `W`...).
+    pub rwbs: String,
+    /// Engine stage active when issued.
+    pub stage: String,
+}
+
+/// Another kernel event with a duration (bpftrace rows other than `rq`), on CLOCK_MONOTONIC.
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelSpan {
+    /// Row kind: `major` (fault), `offcpu`, `rd` (read syscall), `uring`.
+    pub kind: String,
+    /// Thread (Linux tid; 0 when the row has none).
+    pub tid: u32,
+    /// Start (ns).
+    pub start_ns: u64,
+    /// End (ns).
+    pub end_ns: u64,
+    /// Short label (`S`, `pread64 fd 3 4096 B`, ...).
+    pub label: String,
+    /// Engine stage active at the start.
+    pub stage: String,
 }
 
 /// One histogram bucket: `[lo, hi]` (inclusive), `None` for an open end.
@@ -203,7 +235,7 @@ pub struct Bucket {
 /// A bpftrace `hist()`/`lhist()` map (optionally one of several keys).
 #[derive(Clone, Debug, Serialize)]
 pub struct Histogram {
-    /// Map name with key (`@usecs`, `@usecs[decode]`).
+    /// Map name with key (`@rq_lat_us`, `@lat[decode]`).
     pub name: String,
     /// Source file.
     pub file: String,
@@ -211,14 +243,14 @@ pub struct Histogram {
     pub buckets: Vec<Bucket>,
 }
 
-/// A bpftrace map of scalar values (`@faults[stage] = count()`) or a `stats()` map.
+/// A bpftrace map of scalar values (`@major[stage] = count()`) or a `stats()` map.
 #[derive(Clone, Debug, Serialize)]
 pub struct KeyedValues {
     /// Map name.
     pub name: String,
     /// Source file.
     pub file: String,
-    /// `(key, value)`; the key is empty for a scalar map.
+    /// `(key, value)`; keys have stage ids replaced by stage names; empty for a scalar map.
     pub entries: Vec<(String, f64)>,
 }
 
@@ -235,10 +267,8 @@ pub enum Family {
     Io,
     /// `tensor-trace.bin`.
     TensorTrace,
-    /// `bpf-*.ndjson`.
-    BpfJson,
-    /// `bpf-*.tsv`.
-    BpfTsv,
+    /// `bpf-*.ndjson` / `bpf-*.tsv`.
+    Bpf,
     /// `stacks.folded`.
     Stacks,
 }
@@ -246,14 +276,22 @@ pub enum Family {
 /// What happened to one input.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub enum InputState {
-    /// Read; the text says what it held.
+    /// Read whole; the text says what it held.
     Loaded(String),
+    /// Read as far as it goes (a killed run's cut-short tail, a truncated copy); the text says
+    /// what was read and where it stopped.
+    Partial(String),
     /// Not in the run directory.
     Missing,
     /// Present but refused (the reason).
     Unreadable(String),
-    /// Present, but no reader is connected in this build (phase 2 of issue #5).
-    NotConnected,
+}
+
+impl InputState {
+    /// Loaded or partial: something was read.
+    pub fn is_read(&self) -> bool {
+        matches!(self, InputState::Loaded(_) | InputState::Partial(_))
+    }
 }
 
 /// One input file and its state.
@@ -277,8 +315,10 @@ pub struct RunData {
     /// The manifest, if it parsed.
     #[serde(skip)]
     pub manifest: Option<Manifest>,
-    /// Per-input status (what the report marks as present or missing).
+    /// Per-input status (what the report marks as present, partial or missing).
     pub inputs: Vec<Input>,
+    /// Remarks of the loader (rows left out, clock fallbacks), shown by merge and report.
+    pub notes: Vec<String>,
     /// Engine stages.
     pub stages: Vec<StageSpan>,
     /// Generated tokens.
@@ -287,7 +327,7 @@ pub struct RunData {
     pub ops: Vec<OpSpan>,
     /// Streaming reads.
     pub io: Vec<IoRequest>,
-    /// Compute stalls on I/O.
+    /// Compute waiting for weights (stream waits, major faults).
     pub stalls: Vec<Stall>,
     /// Counters.
     pub counters: Vec<CounterSeries>,
@@ -295,16 +335,18 @@ pub struct RunData {
     pub accesses: Vec<TensorAccess>,
     /// Block-layer requests.
     pub block_io: Vec<BlockIo>,
-    /// Clock conversion pairs.
-    pub clock: ClockSync,
+    /// Other kernel events (faults, off-CPU, read syscalls, io_uring).
+    pub kernel: Vec<KernelSpan>,
     /// bpftrace histograms.
     pub histograms: Vec<Histogram>,
     /// bpftrace scalar/keyed maps.
     pub maps: Vec<KeyedValues>,
     /// Folded stacks (`frame;frame COUNT` lines), for the flamegraph.
     pub folded: Option<String>,
-    /// Measured sequential read bound of the device's storage (bytes/s).
+    /// Measured read bandwidth of the device's storage (bytes/s), from the manifest.
     pub storage_bound_bytes_per_s: Option<f64>,
+    /// Weights mode (`ram`, `mmap`, `stream`) from the manifest's configuration.
+    pub weights_mode: Option<String>,
 }
 
 impl RunData {
@@ -313,7 +355,7 @@ impl RunData {
         self.inputs.iter().find(|i| i.family == family)
     }
 
-    /// Earliest monotonic timestamp among the timed records (the merged trace's origin).
+    /// Earliest timestamp among the timed records (the merged trace's origin).
     pub fn origin_ns(&self) -> Option<u64> {
         let mut ts: Vec<u64> = Vec::new();
         ts.extend(self.stages.iter().map(|s| s.start_ns));
@@ -326,31 +368,8 @@ impl RunData {
                 .iter()
                 .flat_map(|c| c.points.first().map(|p| p.0)),
         );
-        ts.extend(
-            self.block_io
-                .iter()
-                .filter_map(|b| self.clock.to_monotonic(b.clock, b.issue_ns)),
-        );
+        ts.extend(self.block_io.iter().map(|b| b.issue_ns));
+        ts.extend(self.kernel.iter().map(|k| k.start_ns));
         ts.into_iter().min()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn boottime_converts_through_the_median_offset() {
-        let c = ClockSync {
-            boottime_pairs: vec![(1_000, 400), (2_000, 1_400), (3_000, 2_500)],
-        };
-        assert_eq!(c.to_monotonic(Clock::Boottime, 10_000), Some(9_400));
-        assert_eq!(c.to_monotonic(Clock::Monotonic, 7), Some(7));
-        assert_eq!(
-            c.to_monotonic(Clock::Boottime, 100),
-            None,
-            "negative result"
-        );
-        assert_eq!(ClockSync::default().to_monotonic(Clock::Boottime, 5), None);
     }
 }
