@@ -527,18 +527,29 @@ fn streamed_chunk_bytes_add_up() {
     let io = read_jsonl_file::<IoRecord>(&dir.join("io.jsonl"), IO_FORMAT)
         .unwrap()
         .records;
+    // Plan chunks only: resident extents (0x8000_0000 | i) and row reads (u32::MAX) are loaded
+    // once, not streamed per token (regression: the resident load was counted as streamed).
     let chunk_bytes: u64 = io
         .iter()
-        .filter(|e| e.kind == "complete")
+        .filter(|e| e.kind == "complete" && e.chunk < 0x8000_0000)
         .map(|e| e.bytes)
         .sum();
     let toks = tokens(&dir);
     let gen_read: u64 = toks.iter().filter_map(|t| t.storage_read_bytes).sum();
     let streamed: u64 = toks.iter().map(|t| t.streamed_bytes).sum();
     assert!(chunk_bytes > 0);
-    assert_eq!(
-        chunk_bytes, streamed,
-        "io.jsonl vs the source's streamed bytes"
+    // The source prefetches ahead (wrapping to the next pass), so reads still in its buffers
+    // when generation stops complete without being consumed: at most one buffer's worth each.
+    let largest = io
+        .iter()
+        .filter(|e| e.kind == "complete" && e.chunk < 0x8000_0000)
+        .map(|e| e.bytes)
+        .max()
+        .unwrap_or(0);
+    assert!(
+        chunk_bytes >= streamed && chunk_bytes - streamed <= 3 * largest,
+        "io.jsonl chunk bytes {chunk_bytes} vs the source's streamed bytes {streamed} \
+         (allowed: up to 3 unconsumed prefetches of <= {largest} bytes)"
     );
     assert!(
         chunk_bytes.abs_diff(gen_read) <= gen_read / 50 + 65536,
@@ -550,9 +561,17 @@ fn streamed_chunk_bytes_add_up() {
         .get("@chunk_complete_bytes")
         .and_then(|v| v.as_u64())
         .unwrap_or(0);
-    assert_eq!(
-        probe_bytes, chunk_bytes,
-        "chunk_complete probe bytes vs io.jsonl"
+    // The probe fires for every read the source makes: plan chunks, resident extents, row reads.
+    let all_complete: u64 = io
+        .iter()
+        .filter(|e| e.kind == "complete")
+        .map(|e| e.bytes)
+        .sum();
+    // Reads completing after the run log's last drain (the unconsumed prefetches above) are seen
+    // by the probe only.
+    assert!(
+        probe_bytes >= all_complete && probe_bytes - all_complete <= 3 * largest,
+        "chunk_complete probe bytes {probe_bytes} vs io.jsonl {all_complete}"
     );
     let b = BpfOutput::read(&dir.join("bpf-blockio.ndjson")).unwrap();
     let bpf: u64 = b.map_by_stage("@read_bytes").values().sum();

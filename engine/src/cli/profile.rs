@@ -23,7 +23,7 @@ const DEFAULT_PROMPT: &str = "Explain in a few sentences why flash storage is sl
 /// How long a script may take to attach its probes.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long a script may take to print its maps and exit after SIGINT.
-const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
 const KEYS: &[&str] = &[
     "MODEL",
@@ -500,8 +500,8 @@ fn wait_attached(tracers: &mut [Tracer]) -> Result<()> {
     Ok(())
 }
 
-/// SIGINT every tracer (they print their maps and exit); repeat SIGINT every 5 s (bpftrace
-/// 0.17 has been seen to miss one), SIGTERM after 20 s, SIGKILL after [`STOP_TIMEOUT`].
+/// SIGINT every tracer (they print their maps and exit); repeat SIGINT after 15 s (bpftrace
+/// 0.17 has been seen to miss one), SIGTERM after 40 s, SIGKILL after [`STOP_TIMEOUT`].
 /// Returns the tracers that did not end cleanly.
 fn stop_tracers(tracers: &mut [Tracer]) -> Vec<String> {
     let signal = |t: &Tracer, sig: i32| {
@@ -527,8 +527,11 @@ fn stop_tracers(tracers: &mut [Tracer]) -> Vec<String> {
                     break;
                 }
                 Ok(None) if t0.elapsed() < STOP_TIMEOUT => {
-                    if last_kick.elapsed() > Duration::from_secs(5) {
-                        let term = t0.elapsed() > Duration::from_secs(20);
+                    // A second SIGINT kills a bpftrace that is still printing its maps
+                    // (bpftrace 0.17; cpuprofile takes 8-9 s to print under TCG), so it is
+                    // repeated only after 15 s, for a bpftrace that missed the first one.
+                    if last_kick.elapsed() > Duration::from_secs(15) {
+                        let term = t0.elapsed() > Duration::from_secs(40);
                         signal(t, if term { libc::SIGTERM } else { libc::SIGINT });
                         escalated = if term { "SIGTERM" } else { "a repeated SIGINT" };
                         last_kick = Instant::now();
