@@ -303,10 +303,12 @@ step_install() {
     sh "$installer" "$stage" --bindir /usr/bin --binary "$bin" --model "$DEFAULT_MODEL" >&2 \
         || die "engine/dist/install.sh failed"
     (cd "$stage" && find . -type f | sort) >"$VM_DIR/installed.txt"
+    local t0; t0=$(date +%s)
     # One tree, root-owned; --keep-directory-symlink keeps the guest's merged-/usr symlinks (/lib).
     tar -C "$stage" --owner=0 --group=0 -cf - . \
         | vm_ssh 'tar -C / --no-overwrite-dir --keep-directory-symlink -xf -' \
         || die "copying the installed tree into the guest failed"
+    log "install: $(wc -l <"$VM_DIR/installed.txt") files, $(du -sm "$stage" | cut -f1) MiB copied into the guest in $(( $(date +%s) - t0 ))s"
     vm_ssh 'systemctl daemon-reload && systemctl restart systemd-journald' || die "systemctl daemon-reload in the guest failed"
     vm_ssh 'flashslim --version && systemctl cat flashslim-profile.target >/dev/null && test -r /etc/flashslim/profile.conf \
             && ls /usr/share/flashslim/tracing/*.bt >/dev/null && test -s /usr/share/flashslim/models/'"$(basename "$DEFAULT_MODEL")" >&2 \
@@ -327,34 +329,38 @@ session_journal() {
         >"$VM_DIR/session-journal.txt" 2>&1 || true
 }
 step_session() {
-    local before after state t0 now last_note=0 main_start
+    local before after rc="" t0 now last_note=0
     before="$(vm_ssh "ls -1 $RUNS_DIR 2>/dev/null" || true)"
-    vm_ssh 'systemctl start --no-block flashslim-profile.target' || die "systemctl start flashslim-profile.target failed"
+    # The blocking `systemctl start flashslim-profile.target` returns when the session ended,
+    # non-zero if it failed. It runs in the guest as a transient unit, so a dropped ssh
+    # connection cannot cut it short; its exit status lands in /run/flashslim-e2e/rc. (Polling
+    # the oneshot's own state does not work: once inactive, systemd unloads it and `systemctl
+    # show` reports defaults.)
+    vm_ssh 'rm -rf /run/flashslim-e2e && mkdir -p /run/flashslim-e2e &&
+            systemd-run --quiet --collect --unit=flashslim-e2e-session \
+                sh -c "systemctl start flashslim-profile.target; echo \$? >/run/flashslim-e2e/rc.tmp; mv /run/flashslim-e2e/rc.tmp /run/flashslim-e2e/rc"' \
+        || die "could not start 'systemctl start flashslim-profile.target' in the guest (systemd-run)"
     t0=$(date +%s)
-    # Done when the oneshot has started once, is inactive or failed again, and no job is queued.
     while :; do
         now=$(date +%s)
-        (( now - t0 > session_timeout )) && {
+        if (( now - t0 > session_timeout )); then
             session_journal; tail -n 30 "$VM_DIR/session-journal.txt" >&2
             die "the session did not finish within ${session_timeout}s (--timeout); guest journal: $VM_DIR/session-journal.txt"
-        }
-        qemu_alive || die "qemu exited during the session; serial log: $SERIAL"
-        state="$(vm_ssh 'systemctl show -p ActiveState -p Result -p ExecMainStartTimestampMonotonic flashslim-profile.service | sort | xargs;
-                         systemctl list-jobs --no-legend 2>/dev/null | grep -c flashslim-profile || true' 2>/dev/null | xargs || true)"
-        main_start="$(sed -n 's/.*ExecMainStartTimestampMonotonic=\([0-9]*\).*/\1/p' <<<"$state")"
-        if [[ "$state" =~ ActiveState=(inactive|failed)\ .*\ 0$ && "${main_start:-0}" != 0 ]]; then
-            break
         fi
+        qemu_alive || die "qemu exited during the session; serial log: $SERIAL"
+        rc="$(vm_ssh 'cat /run/flashslim-e2e/rc 2>/dev/null' 2>/dev/null || true)"
+        [[ -n "$rc" ]] && break
         if (( now - last_note >= 60 )); then
-            log "session: ${state:-(ssh busy)} ($(( now - t0 ))s)"; last_note=$now
+            log "session: running ($(( now - t0 ))s): $(vm_ssh 'systemctl is-active flashslim-profile.service; journalctl -q -n 1 -o cat -u flashslim-profile.service' 2>/dev/null | xargs | cut -c1-150)"
+            last_note=$now
         fi
         sleep 5
     done
     session_journal
-    log "session: finished after $(( $(date +%s) - t0 ))s: $state"
-    [[ "$state" == *"ActiveState=inactive"* && "$state" == *"Result=success"* ]] || {
+    log "session: systemctl start flashslim-profile.target exited $rc after $(( $(date +%s) - t0 ))s"
+    [[ "$rc" == 0 ]] || {
         tail -n 40 "$VM_DIR/session-journal.txt" >&2
-        die "flashslim-profile.service did not succeed ($state); guest journal: $VM_DIR/session-journal.txt"
+        die "systemctl start flashslim-profile.target failed (exit $rc) in the guest; guest journal: $VM_DIR/session-journal.txt"
     }
     # The target is ordered after the service: it is reached only once the session succeeded.
     grep -q 'Reached target.*flashslim' "$VM_DIR/session-journal.txt" \
