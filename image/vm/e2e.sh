@@ -415,21 +415,34 @@ step_report() {
 }
 
 # --- 8. assert ---------------------------------------------------------------------------------
-# tree_state DIR — every file and directory below DIR with size, mtime, inode: a copy changes it.
-tree_state() { (cd "$1" && find . -printf '%p %s %T@ %i\n' | sort); }
+# tree_state DIR — every file below DIR but the runs' manifest.json, with size, mtime and inode:
+# a copy (or a rename over it) changes its line.
+tree_state() { (cd "$1" && find . -type f ! -name manifest.json -printf '%p %s %T@ %i\n' | sort); }
+# manifest_state DIR — each run's manifest.json, by content and by inode.
+manifest_state() { (cd "$1" && find . -name manifest.json -printf '%p %i ' -exec sha256sum {} \; | sort); }
 step_assert() {
     python3 "$HERE/check-run.py" "$PULLED/$RUN_ID" --report "$REPORT" ${DOM:+--dom "$DOM" --console "$out/report.chromium.log"} | tee "$out/assert.txt" >&2
-    local rc="${PIPESTATUS[0]}" s1 s2
+    local rc="${PIPESTATUS[0]}" s1 s2 m1 m2 fail=""
     # A second pull of the same runs must copy nothing.
-    s1="$(tree_state "$PULLED")"
-    pull "$out/pull-2.log" || { echo "FAIL second-pull            slim-pull-logs failed (exit $?): $out/pull-2.log" | tee -a "$out/assert.txt" >&2; rc=1; }
-    s2="$(tree_state "$PULLED")"
-    if [[ "$s1" != "$s2" ]]; then
-        echo "FAIL second-pull            the second pull changed $PULLED: $(diff <(echo "$s1") <(echo "$s2") | head -n 4 | xargs)" | tee -a "$out/assert.txt" >&2; rc=1
-    elif grep -q 'pulled [1-9]' "$out/pull-2.log" || ! grep -q "$RUN_ID: already complete on the host" "$out/pull-2.log"; then
-        echo "FAIL second-pull            slim-pull-logs did not report '$RUN_ID: already complete on the host' ($out/pull-2.log)" | tee -a "$out/assert.txt" >&2; rc=1
+    s1="$(tree_state "$PULLED")"; m1="$(manifest_state "$PULLED")"
+    pull "$out/pull-2.log" || fail="slim-pull-logs failed (exit $?): $out/pull-2.log"
+    s2="$(tree_state "$PULLED")"; m2="$(manifest_state "$PULLED")"
+    if [[ -z "$fail" && "$s1" != "$s2" ]]; then
+        fail="the second pull changed files in $PULLED: $(diff <(echo "$s1") <(echo "$s2") | grep '^[<>]' | head -n 4 | xargs)"
+    elif [[ -z "$fail" ]] && grep -q 'pulled [1-9]' "$out/pull-2.log"; then
+        fail="slim-pull-logs reports copying files on the second pull ($out/pull-2.log)"
+    elif [[ -z "$fail" ]] && ! grep -q "$RUN_ID: already complete on the host" "$out/pull-2.log"; then
+        fail="slim-pull-logs did not report '$RUN_ID: already complete on the host' ($out/pull-2.log)"
+    elif [[ -z "$fail" && "$(awk '{print $1, $3}' <<<"$m1")" != "$(awk '{print $1, $3}' <<<"$m2")" ]]; then
+        fail="the second pull changed the content of a local manifest.json"
+    fi
+    if [[ -n "$fail" ]]; then
+        echo "FAIL second-pull             $fail" | tee -a "$out/assert.txt" >&2; rc=1
     else
-        echo "ok   second-pull            copied nothing: $(grep -c . "$out/pull-2.log") line(s), tree unchanged" | tee -a "$out/assert.txt" >&2
+        local note=""
+        # slim-pull-logs rewrites a complete run's manifest.json (same bytes) on every pull.
+        [[ "$m1" != "$m2" ]] && note=" (manifest.json rewritten with identical bytes)"
+        echo "ok   second-pull            copied nothing: '$RUN_ID: already complete on the host', every file untouched$note" | tee -a "$out/assert.txt" >&2
     fi
     [[ "$rc" == 0 ]] || die "assertions failed (the FAIL lines above; $out/assert.txt)"
 }
