@@ -18,7 +18,8 @@
 #   --tokens N          TOKENS= for the session's profile.conf (default: 4; TCG is slow)
 #   --boot-timeout SECS boot to ssh (default: 300 for x86_64, 1200 for aarch64)
 #
-# Steps: base-image, boot, guest-check, install, session, pull, report, assert. Every failure
+# Steps: build (not with --boot-only), base-image, boot, guest-check, install, session, pull,
+# report, assert. Every failure
 # exits non-zero with one `error:` line saying what failed and where to look. A trap stops qemu
 # and removes the overlay on any exit, Ctrl-C included, and then checks no qemu of ours is left.
 set -euo pipefail
@@ -276,6 +277,18 @@ step_guest_check() {
         || die "guest checks failed (listed above; $VM_DIR/guest-check.txt, serial log: $SERIAL)"
 }
 
+# --- 0. build: the guest's flashslim and the host tools (before the VM, so steps time the VM) ---
+GUEST_BIN=""; PULL_LOGS=""; SLIM=""
+step_build() {
+    GUEST_BIN="$(guest_binary)"
+    need_rust
+    (cd "$FLASHSLIM_ROOT" && cargo build -q --release -p flashslim-tools) >&2 || die "cargo build -p flashslim-tools failed"
+    PULL_LOGS="$FLASHSLIM_ROOT/target/release/slim-pull-logs"
+    SLIM="$FLASHSLIM_ROOT/target/release/slim"
+    [[ -x "$PULL_LOGS" && -x "$SLIM" ]] || die "no $PULL_LOGS or $SLIM after building flashslim-tools"
+    need_model
+}
+
 # --- 4. install: the same installer as the Yocto recipe ------------------------------------------
 # guest_binary — the flashslim binary for the guest's arch.
 guest_binary() {
@@ -295,9 +308,7 @@ guest_binary() {
 }
 
 step_install() {
-    local installer="$FLASHSLIM_ROOT/engine/dist/install.sh" stage="$VM_DIR/stage" bin
-    bin="$(guest_binary)"
-    need_model
+    local installer="$FLASHSLIM_ROOT/engine/dist/install.sh" stage="$VM_DIR/stage" bin="$GUEST_BIN"
     rm -rf "$stage"; mkdir -p "$stage"
     # The recipe's do_install runs the same script with its own directories (and no model).
     sh "$installer" "$stage" --bindir /usr/bin --binary "$bin" --model "$DEFAULT_MODEL" >&2 \
@@ -373,15 +384,6 @@ step_session() {
 }
 
 # --- 6. pull -----------------------------------------------------------------------------------
-# tools_bin NAME — build the host tools once and print target/release/NAME.
-tools_bin() {
-    if [[ -z "${TOOLS_BUILT:-}" ]]; then
-        need_rust
-        (cd "$FLASHSLIM_ROOT" && cargo build -q --release -p flashslim-tools) >&2 || die "cargo build -p flashslim-tools failed"
-        TOOLS_BUILT=1
-    fi
-    echo "$FLASHSLIM_ROOT/target/release/$1"
-}
 # pull LOG — slim-pull-logs into PULLED with this run's ssh options; the output goes to LOG too.
 pull() {
     local opts=() o
@@ -390,8 +392,6 @@ pull() {
     return "${PIPESTATUS[0]}"
 }
 step_pull() {
-    PULL_LOGS="$(tools_bin slim-pull-logs)"
-    SLIM="$(tools_bin slim)"
     pull "$out/pull-1.log" || die "slim-pull-logs failed (exit $?); its output: $out/pull-1.log"
     [[ -f "$PULLED/$RUN_ID/manifest.json" ]] \
         || die "slim-pull-logs exited 0 but $PULLED/$RUN_ID/manifest.json is missing (output: $out/pull-1.log)"
@@ -459,6 +459,7 @@ log "e2e: arch $arch, out $out, tag $TAG"
 rm -rf "$VM_DIR" "$PULLED" "$REPORT" "$out/timings.txt"
 mkdir -p "$VM_DIR"
 
+if [[ -z "$boot_only" ]]; then step build step_build; fi
 step base-image step_base_image
 step boot step_boot
 step guest-check step_guest_check
