@@ -4,7 +4,8 @@
 # pulls the run with slim-pull-logs and renders it with slim report. Issue #7; docs/emulated-device.md.
 #
 # Usage: image/vm/e2e.sh [--out DIR] [--arch x86_64|aarch64] [--accel auto|kvm|tcg] [--boot-only]
-#                        [--keep] [--rebuild] [--timeout SECS] [--tokens N] [--boot-timeout SECS]
+#                        [--keep] [--rebuild] [--timeout SECS] [--tokens N] [--scripts LIST]
+#                        [--boot-timeout SECS]
 #   --out DIR           results: DIR/vm/ (serial.log, ssh_config, guest-check.txt), DIR/pulled/,
 #                       DIR/report.html, DIR/timings.txt   (default: runs/vm-e2e/<arch>-<time>)
 #   --arch ARCH         guest architecture (default: x86_64)
@@ -16,6 +17,7 @@
 #   --rebuild           rebuild the cached base image
 #   --timeout SECS      how long the profiling session may take (default: 900)
 #   --tokens N          TOKENS= for the session's profile.conf (default: 4; TCG is slow)
+#   --scripts LIST      SCRIPTS= for the session's profile.conf (default: all, as shipped)
 #   --boot-timeout SECS boot to ssh (default: 300 for x86_64, 1200 for aarch64)
 #
 # Steps: build (not with --boot-only), base-image, boot, guest-check, install, session, pull,
@@ -26,9 +28,9 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 . "$HERE/../../scripts/lib.sh"
 
-usage() { sed -n '6,19p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '6,21p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 arch="x86_64"; out=""; accel="auto"; boot_only=""; keep=""; rebuild=""
-session_timeout=900; boot_timeout=""; tokens=4
+session_timeout=900; boot_timeout=""; tokens=4; scripts=all
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --out) out="${2:?--out needs a directory}"; shift 2 ;;
@@ -39,6 +41,7 @@ while [[ $# -gt 0 ]]; do
         --rebuild) rebuild=1; shift ;;
         --timeout) session_timeout="${2:?}"; shift 2 ;;
         --tokens) tokens="${2:?}"; shift 2 ;;
+        --scripts) scripts="${2:?--scripts needs a comma list of script names or all}"; shift 2 ;;
         --boot-timeout) boot_timeout="${2:?}"; shift 2 ;;
         -h|--help) usage ;;
         *) log "unknown argument: $1"; usage ;;
@@ -52,6 +55,7 @@ esac
 [[ "$accel" =~ ^(auto|kvm|tcg)$ ]] || die "--accel must be auto, kvm or tcg, not '$accel'"
 [[ "$session_timeout" =~ ^[0-9]+$ && "$boot_timeout" =~ ^[0-9]+$ ]] || die "--timeout/--boot-timeout take seconds"
 [[ "$tokens" =~ ^[1-9][0-9]*$ ]] || die "--tokens takes a positive number"
+[[ "$scripts" =~ ^[a-z0-9,_-]+$ ]] || die "--scripts takes 'all' or a comma list of script names"
 
 out="${out:-$FLASHSLIM_ROOT/runs/vm-e2e/$arch-$(date +%Y%m%dT%H%M%S)}"
 mkdir -p "$out"
@@ -327,7 +331,7 @@ step_install() {
     # A short session: under TCG every token costs seconds. Only keys of the installed
     # profile.conf change (as a user would edit it); the copy used is kept in vm/profile.conf.
     vm_ssh "sed -i -e 's/^TOKENS=.*/TOKENS=$tokens/' -e 's/^PROMPT=.*/PROMPT=\"The sky is\"/' \
-            -e 's/^EXTRA_ARGS=.*/EXTRA_ARGS=\"--temp 0 --seed 1\"/' /etc/flashslim/profile.conf \
+            -e 's/^EXTRA_ARGS=.*/EXTRA_ARGS=\"--temp 0 --seed 1\"/' -e 's/^SCRIPTS=.*/SCRIPTS=$scripts/' /etc/flashslim/profile.conf \
             && cat /etc/flashslim/profile.conf" >"$VM_DIR/profile.conf" || die "editing the guest's profile.conf failed"
     grep -qx "TOKENS=$tokens" "$VM_DIR/profile.conf" || die "the guest's profile.conf has no TOKENS=$tokens after editing"
 }
@@ -371,7 +375,11 @@ step_session() {
     log "session: systemctl start flashslim-profile.target exited $rc after $(( $(date +%s) - t0 ))s"
     [[ "$rc" == 0 ]] || {
         tail -n 40 "$VM_DIR/session-journal.txt" >&2
-        die "systemctl start flashslim-profile.target failed (exit $rc) in the guest; guest journal: $VM_DIR/session-journal.txt"
+        # Keep the guest's newest run directory (manifest, bpf-*.log) for the post-mortem.
+        mkdir -p "$VM_DIR/failed-run"
+        vm_ssh "d=\$(ls -1td $RUNS_DIR/*/ 2>/dev/null | head -n 1); [ -n \"\$d\" ] && tar -C \"\$d\" -cf - ." \
+            | tar -C "$VM_DIR/failed-run" -xf - 2>/dev/null || true
+        die "systemctl start flashslim-profile.target failed (exit $rc) in the guest; guest journal: $VM_DIR/session-journal.txt, its run directory: $VM_DIR/failed-run/"
     }
     # The target is ordered after the service: it is reached only once the session succeeded.
     grep -q 'Reached target.*flashslim' "$VM_DIR/session-journal.txt" \
@@ -456,7 +464,7 @@ esac
 # apt then removes; this puts the matching qemu-img back.
 need_apt qemu-utils openssh-client python3
 log "e2e: arch $arch, out $out, tag $TAG"
-rm -rf "$VM_DIR" "$PULLED" "$REPORT" "$out/timings.txt"
+rm -rf "$VM_DIR" "$PULLED" "$REPORT" "$out"/{timings.txt,assert.txt,pull-1.log,pull-2.log,report.log,report.dom.html,report.chromium.log}
 mkdir -p "$VM_DIR"
 
 if [[ -z "$boot_only" ]]; then step build step_build; fi
