@@ -7,6 +7,8 @@
 #
 # Usage: install.sh DESTDIR [options]
 #   --binary FILE       the built flashslim binary to install (default: none is installed)
+#   --model FILE        a GGUF model to put in DATADIR/flashslim/models/ (repeatable; the Yocto
+#                       recipe passes none: models are copied to the device separately)
 #   --bindir DIR        where the binary goes (default /usr/bin)
 #   --datadir DIR       tracing scripts and models go under DIR/flashslim (default /usr/share)
 #   --sysconfdir DIR    profile.conf goes to DIR/flashslim (default /etc)
@@ -16,7 +18,7 @@
 # Installed, every path under DESTDIR:
 #   BINDIR/flashslim                          (only with --binary)
 #   DATADIR/flashslim/tracing/*.bt            (engine/tracing/*.bt; none is fine)
-#   DATADIR/flashslim/models/                 (empty: the documented model location)
+#   DATADIR/flashslim/models/                 (the documented model location; empty without --model)
 #   SYSCONFDIR/flashslim/profile.conf
 #   UNITDIR/flashslim-profile.target, UNITDIR/flashslim-profile.service
 #   JOURNALD_DIR/50-flashslim.conf
@@ -30,8 +32,8 @@ prog=install.sh
 die() { printf '%s: %s\n' "$prog" "$*" >&2; exit 1; }
 usage() {
     cat <<'USAGE'
-usage: install.sh DESTDIR [--binary FILE] [--bindir DIR] [--datadir DIR] [--sysconfdir DIR]
-                          [--unitdir DIR] [--journald-dir DIR]
+usage: install.sh DESTDIR [--binary FILE] [--model FILE]... [--bindir DIR] [--datadir DIR]
+                          [--sysconfdir DIR] [--unitdir DIR] [--journald-dir DIR]
 Installs flashslim's on-device files under DESTDIR (see the header of this script).
 USAGE
     exit 0
@@ -50,6 +52,7 @@ destdir=${1%/}
 shift
 
 binary=
+models=
 bindir=/usr/bin
 datadir=/usr/share
 sysconfdir=/etc
@@ -62,7 +65,7 @@ while [ $# -gt 0 ]; do
     --*=*)
         val=${opt#*=}; opt=${opt%%=*}; shift
         [ -n "$val" ] || die "option $opt needs a value" ;;
-    --binary|--bindir|--datadir|--sysconfdir|--unitdir|--journald-dir)
+    --binary|--model|--bindir|--datadir|--sysconfdir|--unitdir|--journald-dir)
         if [ $# -lt 2 ] || [ -z "$2" ]; then die "option $opt needs a value"; fi
         val=$2; shift 2 ;;
     -h|--help) usage ;;
@@ -70,6 +73,12 @@ while [ $# -gt 0 ]; do
     esac
     case $opt in
     --binary) binary=$val ;;
+    --model)
+        [ -f "$val" ] || die "--model $val: no such file"
+        case $val in *'
+'*) die "--model $val: a newline in the file name" ;; esac
+        models="$models$val
+" ;;
     --bindir) bindir=$val ;;
     --datadir) datadir=$val ;;
     --sysconfdir) sysconfdir=$val ;;
@@ -112,6 +121,13 @@ install -d -m 0755 "$destdir$datadir/flashslim/tracing" "$destdir$datadir/flashs
 if [ -n "$binary" ]; then
     install -d -m 0755 "$destdir$bindir" || die "cannot create $destdir$bindir"
     install -m 0755 "$binary" "$destdir$bindir/flashslim" || die "cannot install $binary"
+fi
+
+# One model file name a line (names with spaces survive; newlines were refused above).
+if [ -n "$models" ]; then
+    printf '%s' "$models" | while IFS= read -r m; do
+        install -m 0644 "$m" "$destdir$datadir/flashslim/models/" || exit 1
+    done || die "cannot install the model(s) under $destdir$datadir/flashslim/models"
 fi
 
 for bt in "$tracing"/*.bt; do

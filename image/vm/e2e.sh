@@ -4,7 +4,8 @@
 # pulls the run with slim-pull-logs and renders it with slim report. Issue #7; docs/emulated-device.md.
 #
 # Usage: image/vm/e2e.sh [--out DIR] [--arch x86_64|aarch64] [--accel auto|kvm|tcg] [--boot-only]
-#                        [--keep] [--rebuild] [--timeout SECS] [--boot-timeout SECS]
+#                        [--keep] [--rebuild] [--timeout SECS] [--tokens N] [--scripts LIST]
+#                        [--boot-timeout SECS]
 #   --out DIR           results: DIR/vm/ (serial.log, ssh_config, guest-check.txt), DIR/pulled/,
 #                       DIR/report.html, DIR/timings.txt   (default: runs/vm-e2e/<arch>-<time>)
 #   --arch ARCH         guest architecture (default: x86_64)
@@ -15,18 +16,21 @@
 #   --keep              leave the VM running at the end (or on failure) until Ctrl-C, for ssh
 #   --rebuild           rebuild the cached base image
 #   --timeout SECS      how long the profiling session may take (default: 900)
+#   --tokens N          TOKENS= for the session's profile.conf (default: 4; TCG is slow)
+#   --scripts LIST      SCRIPTS= for the session's profile.conf (default: all, as shipped)
 #   --boot-timeout SECS boot to ssh (default: 300 for x86_64, 1200 for aarch64)
 #
-# Steps: base-image, boot, guest-check, install, session, pull, report, assert. Every failure
+# Steps: build (not with --boot-only), base-image, boot, guest-check, install, session, pull,
+# report, assert. Every failure
 # exits non-zero with one `error:` line saying what failed and where to look. A trap stops qemu
 # and removes the overlay on any exit, Ctrl-C included, and then checks no qemu of ours is left.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 . "$HERE/../../scripts/lib.sh"
 
-usage() { sed -n '6,18p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '6,21p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 arch="x86_64"; out=""; accel="auto"; boot_only=""; keep=""; rebuild=""
-session_timeout=900; boot_timeout=""
+session_timeout=900; boot_timeout=""; tokens=4; scripts=all
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --out) out="${2:?--out needs a directory}"; shift 2 ;;
@@ -36,6 +40,8 @@ while [[ $# -gt 0 ]]; do
         --keep) keep=1; shift ;;
         --rebuild) rebuild=1; shift ;;
         --timeout) session_timeout="${2:?}"; shift 2 ;;
+        --tokens) tokens="${2:?}"; shift 2 ;;
+        --scripts) scripts="${2:?--scripts needs a comma list of script names or all}"; shift 2 ;;
         --boot-timeout) boot_timeout="${2:?}"; shift 2 ;;
         -h|--help) usage ;;
         *) log "unknown argument: $1"; usage ;;
@@ -48,6 +54,8 @@ case "$arch" in
 esac
 [[ "$accel" =~ ^(auto|kvm|tcg)$ ]] || die "--accel must be auto, kvm or tcg, not '$accel'"
 [[ "$session_timeout" =~ ^[0-9]+$ && "$boot_timeout" =~ ^[0-9]+$ ]] || die "--timeout/--boot-timeout take seconds"
+[[ "$tokens" =~ ^[1-9][0-9]*$ ]] || die "--tokens takes a positive number"
+[[ "$scripts" =~ ^[a-z0-9,_-]+$ ]] || die "--scripts takes 'all' or a comma list of script names"
 
 out="${out:-$FLASHSLIM_ROOT/runs/vm-e2e/$arch-$(date +%Y%m%dT%H%M%S)}"
 mkdir -p "$out"
@@ -142,8 +150,6 @@ step() {
     TIMINGS[-1]="$(printf '%-12s %-6s %5ss' "$name" ok "$(( $(date +%s) - t0 ))")"
     log "<== $name ok ($(( $(date +%s) - t0 ))s)"
 }
-# phase2 WHAT — a step whose pieces are not on this branch yet: fail, never pretend.
-phase2() { die "phase 2: $*"; }
 
 vm_ssh() { ssh "${SSH_OPTS[@]}" -p "$PORT" root@127.0.0.1 "$@"; }
 
@@ -275,6 +281,18 @@ step_guest_check() {
         || die "guest checks failed (listed above; $VM_DIR/guest-check.txt, serial log: $SERIAL)"
 }
 
+# --- 0. build: the guest's flashslim and the host tools (before the VM, so steps time the VM) ---
+GUEST_BIN=""; PULL_LOGS=""; SLIM=""
+step_build() {
+    GUEST_BIN="$(guest_binary)"
+    need_rust
+    (cd "$FLASHSLIM_ROOT" && cargo build -q --release -p flashslim-tools) >&2 || die "cargo build -p flashslim-tools failed"
+    PULL_LOGS="$FLASHSLIM_ROOT/target/release/slim-pull-logs"
+    SLIM="$FLASHSLIM_ROOT/target/release/slim"
+    [[ -x "$PULL_LOGS" && -x "$SLIM" ]] || die "no $PULL_LOGS or $SLIM after building flashslim-tools"
+    need_model
+}
+
 # --- 4. install: the same installer as the Yocto recipe ------------------------------------------
 # guest_binary — the flashslim binary for the guest's arch.
 guest_binary() {
@@ -282,10 +300,10 @@ guest_binary() {
     case "$arch" in
         x86_64) bin="$(flashslim_bin)"; want=62 ;;
         aarch64)
-            [[ -x "$FLASHSLIM_ROOT/scripts/cross-aarch64.sh" ]] \
-                || phase2 "scripts/cross-aarch64.sh is not on this branch; the aarch64 guest needs its cross-built flashslim"
-            "$FLASHSLIM_ROOT/scripts/cross-aarch64.sh" >&2 || die "scripts/cross-aarch64.sh failed"
-            bin="$FLASHSLIM_ROOT/target/aarch64-unknown-linux-gnu/release/flashslim"; want=183 ;;
+            # Static (+crt-static) build; its target dir is target/aarch64-cross.
+            "$FLASHSLIM_ROOT/scripts/cross-aarch64.sh" build --release --bin flashslim >&2 \
+                || die "scripts/cross-aarch64.sh build --release failed"
+            bin="$FLASHSLIM_ROOT/target/aarch64-cross/aarch64-unknown-linux-gnu/release/flashslim"; want=183 ;;
     esac
     [[ -x "$bin" ]] || die "no flashslim binary at $bin"
     machine="$(od -An -j18 -N2 -tu2 "$bin" | xargs)"     # ELF e_machine: 62 x86_64, 183 aarch64
@@ -294,61 +312,147 @@ guest_binary() {
 }
 
 step_install() {
-    local installer="$FLASHSLIM_ROOT/engine/dist/install.sh"
-    [[ -f "$installer" ]] || phase2 "engine/dist/install.sh is not on this branch. This step runs it (the script the Yocto recipe's do_install calls) as 'install.sh STAGE --bindir /usr/bin --binary <flashslim for $arch>', adds the default model to STAGE/usr/share/flashslim/models/, copies STAGE into the guest's / and reloads systemd"
-    local stage="$VM_DIR/stage" bin
-    bin="$(guest_binary)"
-    need_model
+    local installer="$FLASHSLIM_ROOT/engine/dist/install.sh" stage="$VM_DIR/stage" bin="$GUEST_BIN"
     rm -rf "$stage"; mkdir -p "$stage"
-    bash "$installer" "$stage" --bindir /usr/bin --binary "$bin" >&2 || die "engine/dist/install.sh failed"
-    install -D -m 0644 "$DEFAULT_MODEL" "$stage/usr/share/flashslim/models/$(basename "$DEFAULT_MODEL")"
+    # The recipe's do_install runs the same script with its own directories (and no model).
+    sh "$installer" "$stage" --bindir /usr/bin --binary "$bin" --model "$DEFAULT_MODEL" >&2 \
+        || die "engine/dist/install.sh failed"
+    (cd "$stage" && find . -type f | sort) >"$VM_DIR/installed.txt"
+    local t0; t0=$(date +%s)
     # One tree, root-owned; --keep-directory-symlink keeps the guest's merged-/usr symlinks (/lib).
     tar -C "$stage" --owner=0 --group=0 -cf - . \
         | vm_ssh 'tar -C / --no-overwrite-dir --keep-directory-symlink -xf -' \
         || die "copying the installed tree into the guest failed"
+    log "install: $(wc -l <"$VM_DIR/installed.txt") files, $(du -sm "$stage" | cut -f1) MiB copied into the guest in $(( $(date +%s) - t0 ))s"
     vm_ssh 'systemctl daemon-reload && systemctl restart systemd-journald' || die "systemctl daemon-reload in the guest failed"
-    vm_ssh 'flashslim --version && systemctl cat flashslim-profile.target >/dev/null && test -r /etc/flashslim/profile.conf && ls /usr/share/flashslim/tracing/*.bt >/dev/null' >&2 \
-        || die "the guest lacks part of the install (flashslim, flashslim-profile.target, profile.conf or tracing/*.bt)"
+    vm_ssh 'flashslim --version && systemctl cat flashslim-profile.target >/dev/null && test -r /etc/flashslim/profile.conf \
+            && ls /usr/share/flashslim/tracing/*.bt >/dev/null && test -s /usr/share/flashslim/models/'"$(basename "$DEFAULT_MODEL")" >&2 \
+        || die "the guest lacks part of the install (flashslim, flashslim-profile.target, profile.conf, tracing/*.bt or the model)"
+    # A short session: under TCG every token costs seconds. Only keys of the installed
+    # profile.conf change (as a user would edit it); the copy used is kept in vm/profile.conf.
+    vm_ssh "sed -i -e 's/^TOKENS=.*/TOKENS=$tokens/' -e 's/^PROMPT=.*/PROMPT=\"The sky is\"/' \
+            -e 's/^EXTRA_ARGS=.*/EXTRA_ARGS=\"--temp 0 --seed 1\"/' -e 's/^SCRIPTS=.*/SCRIPTS=$scripts/' /etc/flashslim/profile.conf \
+            && cat /etc/flashslim/profile.conf" >"$VM_DIR/profile.conf" || die "editing the guest's profile.conf failed"
+    grep -qx "TOKENS=$tokens" "$VM_DIR/profile.conf" || die "the guest's profile.conf has no TOKENS=$tokens after editing"
 }
 
 # --- 5. session --------------------------------------------------------------------------------
+RUNS_DIR=/var/log/flashslim/runs
+RUN_ID=""
+session_journal() {
+    vm_ssh 'journalctl -b --no-pager -o short-monotonic -u flashslim-profile.service -u flashslim-profile.target' \
+        >"$VM_DIR/session-journal.txt" 2>&1 || true
+}
 step_session() {
-    # TODO(phase 2): needs `flashslim profile` and the units. Then this step:
-    #   vm_ssh 'systemctl start --no-block flashslim-profile.target'
-    #   polls every 2 s, up to --timeout, `systemctl show -p ActiveState,Result flashslim-profile.service`
-    #   until the oneshot is inactive (Result=success) or failed; on failure or timeout prints
-    #   `journalctl -u flashslim-profile.service -n 50` from the guest and dies naming the unit;
-    #   records the newest run dir under /var/log/flashslim/runs/ for the assert step.
-    phase2 "the session step needs flashslim profile and flashslim-profile.target (systemctl start flashslim-profile.target, then wait up to ${session_timeout}s for the oneshot)"
+    local before after rc="" t0 now last_note=0
+    before="$(vm_ssh "ls -1 $RUNS_DIR 2>/dev/null" || true)"
+    # The blocking `systemctl start flashslim-profile.target` returns when the session ended,
+    # non-zero if it failed. It runs in the guest as a transient unit, so a dropped ssh
+    # connection cannot cut it short; its exit status lands in /run/flashslim-e2e/rc. (Polling
+    # the oneshot's own state does not work: once inactive, systemd unloads it and `systemctl
+    # show` reports defaults.)
+    vm_ssh 'rm -rf /run/flashslim-e2e && mkdir -p /run/flashslim-e2e &&
+            systemd-run --quiet --collect --unit=flashslim-e2e-session \
+                sh -c "systemctl start flashslim-profile.target; echo \$? >/run/flashslim-e2e/rc.tmp; mv /run/flashslim-e2e/rc.tmp /run/flashslim-e2e/rc"' \
+        || die "could not start 'systemctl start flashslim-profile.target' in the guest (systemd-run)"
+    t0=$(date +%s)
+    while :; do
+        now=$(date +%s)
+        if (( now - t0 > session_timeout )); then
+            session_journal; tail -n 30 "$VM_DIR/session-journal.txt" >&2
+            die "the session did not finish within ${session_timeout}s (--timeout); guest journal: $VM_DIR/session-journal.txt"
+        fi
+        qemu_alive || die "qemu exited during the session; serial log: $SERIAL"
+        rc="$(vm_ssh 'cat /run/flashslim-e2e/rc 2>/dev/null' 2>/dev/null || true)"
+        [[ -n "$rc" ]] && break
+        if (( now - last_note >= 60 )); then
+            log "session: running ($(( now - t0 ))s): $(vm_ssh 'systemctl is-active flashslim-profile.service; journalctl -q -n 1 -o cat -u flashslim-profile.service' 2>/dev/null | xargs | cut -c1-150)"
+            last_note=$now
+        fi
+        sleep 5
+    done
+    session_journal
+    log "session: systemctl start flashslim-profile.target exited $rc after $(( $(date +%s) - t0 ))s"
+    [[ "$rc" == 0 ]] || {
+        tail -n 40 "$VM_DIR/session-journal.txt" >&2
+        # Keep the guest's newest run directory (manifest, bpf-*.log) for the post-mortem.
+        mkdir -p "$VM_DIR/failed-run"
+        vm_ssh "d=\$(ls -1td $RUNS_DIR/*/ 2>/dev/null | head -n 1); [ -n \"\$d\" ] && tar -C \"\$d\" -cf - ." \
+            | tar -C "$VM_DIR/failed-run" -xf - 2>/dev/null || true
+        die "systemctl start flashslim-profile.target failed (exit $rc) in the guest; guest journal: $VM_DIR/session-journal.txt, its run directory: $VM_DIR/failed-run/"
+    }
+    # The target is ordered after the service: it is reached only once the session succeeded.
+    grep -q 'Reached target.*flashslim' "$VM_DIR/session-journal.txt" \
+        || die "flashslim-profile.target was never reached (no 'Reached target' in $VM_DIR/session-journal.txt)"
+    after="$(vm_ssh "ls -1 $RUNS_DIR" 2>/dev/null || true)"
+    RUN_ID="$(comm -13 <(sort <<<"$before") <(sort <<<"$after") | grep -v '^$' || true)"
+    [[ -n "$RUN_ID" && "$(wc -l <<<"$RUN_ID")" -eq 1 ]] \
+        || die "expected one new run directory in the guest's $RUNS_DIR, found: '${RUN_ID//$'\n'/ }'"
+    log "session: run $RUN_ID"
 }
 
 # --- 6. pull -----------------------------------------------------------------------------------
+# pull LOG — slim-pull-logs into PULLED with this run's ssh options; the output goes to LOG too.
+pull() {
+    local opts=() o
+    for o in "${SSH_OPTS[@]}"; do [[ "$o" == -o ]] || opts+=(--ssh-opt "$o"); done
+    "$PULL_LOGS" --target "root@127.0.0.1:$PORT" --all --dest "$PULLED" -q "${opts[@]}" 2>&1 | tee "$1" >&2
+    return "${PIPESTATUS[0]}"
+}
 step_pull() {
-    # TODO(phase 2): needs tools' slim-pull-logs. Then this step:
-    #   slim-pull-logs --target root@127.0.0.1:$PORT --all --dest "$PULLED" \
-    #       --ssh-opt <each of SSH_OPTS: key, known_hosts with HostKeyAlias, BatchMode>
-    #   and checks that DIR/pulled/ holds the run dir recorded by the session step.
-    phase2 "the pull step needs slim-pull-logs (slim-pull-logs --target root@127.0.0.1:$PORT --all --dest $PULLED --ssh-opt ...)"
+    pull "$out/pull-1.log" || die "slim-pull-logs failed (exit $?); its output: $out/pull-1.log"
+    [[ -f "$PULLED/$RUN_ID/manifest.json" ]] \
+        || die "slim-pull-logs exited 0 but $PULLED/$RUN_ID/manifest.json is missing (output: $out/pull-1.log)"
 }
 
 # --- 7. report ---------------------------------------------------------------------------------
+DOM=""
 step_report() {
-    # TODO(phase 2): needs tools' slim report. Then: slim report PULLED/<run> -o "$REPORT", and
-    #   checks the file is non-empty HTML (ends with </html>).
-    phase2 "the report step needs slim report (slim report RUN_DIR -o $REPORT)"
+    "$SLIM" report "$PULLED/$RUN_ID" -o "$REPORT" 2>&1 | tee "$out/report.log" >&2
+    [[ "${PIPESTATUS[0]}" == 0 ]] || die "slim report failed; its output: $out/report.log"
+    [[ -s "$REPORT" ]] || die "slim report exited 0 but wrote no $REPORT"
+    # The page's own script marks <html> with data-timeline-rendered / data-js-errors.
+    if command -v chromium >/dev/null; then
+        timeout 180 chromium --headless --no-sandbox --disable-gpu --disable-background-networking \
+            --enable-logging=stderr --v=0 --virtual-time-budget=5000 --dump-dom "file://$REPORT" >"$out/report.dom.html" 2>"$out/report.chromium.log" \
+            || die "headless chromium failed on $REPORT (log: $out/report.chromium.log)"
+        DOM="$out/report.dom.html"
+    else
+        log "report: no chromium on this host: the page's script is not run (apt-get install chromium)"
+    fi
 }
 
 # --- 8. assert ---------------------------------------------------------------------------------
+# tree_state DIR — every file below DIR but the runs' manifest.json, with size, mtime and inode:
+# a copy (or a rename over it) changes its line.
+tree_state() { (cd "$1" && find . -type f ! -name manifest.json -printf '%p %s %T@ %i\n' | sort); }
+# manifest_state DIR — each run's manifest.json, by content and by inode.
+manifest_state() { (cd "$1" && find . -name manifest.json -printf '%p %i ' -exec sha256sum {} \; | sort); }
 step_assert() {
-    # TODO(phase 2): with the run-dir format of the profile runner, assert:
-    #   - the run's manifest says `complete`;
-    #   - every file verifies against the manifest's checksums;
-    #   - each bpftrace output named by the profile config is present and non-empty, and its
-    #     timestamps fall inside the engine's own start/end (same CLOCK_MONOTONIC);
-    #   - the report rendered (step 7);
-    #   - a second slim-pull-logs into the same --dest copies nothing (tree listing with sizes
-    #     and mtimes identical before and after, and the tool reports 0 files copied).
-    phase2 "the assertions need the run-dir format of flashslim profile (complete, checksums, bpftrace clock alignment, idempotent second pull)"
+    python3 "$HERE/check-run.py" "$PULLED/$RUN_ID" --report "$REPORT" ${DOM:+--dom "$DOM" --console "$out/report.chromium.log"} | tee "$out/assert.txt" >&2
+    local rc="${PIPESTATUS[0]}" s1 s2 m1 m2 fail=""
+    # A second pull of the same runs must copy nothing.
+    s1="$(tree_state "$PULLED")"; m1="$(manifest_state "$PULLED")"
+    pull "$out/pull-2.log" || fail="slim-pull-logs failed (exit $?): $out/pull-2.log"
+    s2="$(tree_state "$PULLED")"; m2="$(manifest_state "$PULLED")"
+    if [[ -z "$fail" && "$s1" != "$s2" ]]; then
+        fail="the second pull changed files in $PULLED: $(diff <(echo "$s1") <(echo "$s2") | grep '^[<>]' | head -n 4 | xargs)"
+    elif [[ -z "$fail" ]] && grep -q 'pulled [1-9]' "$out/pull-2.log"; then
+        fail="slim-pull-logs reports copying files on the second pull ($out/pull-2.log)"
+    elif [[ -z "$fail" ]] && ! grep -q "$RUN_ID: already complete on the host" "$out/pull-2.log"; then
+        fail="slim-pull-logs did not report '$RUN_ID: already complete on the host' ($out/pull-2.log)"
+    elif [[ -z "$fail" && "$(awk '{print $1, $3}' <<<"$m1")" != "$(awk '{print $1, $3}' <<<"$m2")" ]]; then
+        fail="the second pull changed the content of a local manifest.json"
+    fi
+    if [[ -n "$fail" ]]; then
+        echo "FAIL second-pull             $fail" | tee -a "$out/assert.txt" >&2; rc=1
+    else
+        local note=""
+        # slim-pull-logs rewrites a complete run's manifest.json (same bytes) on every pull.
+        [[ "$m1" != "$m2" ]] && note=" (manifest.json rewritten with identical bytes)"
+        echo "ok   second-pull            copied nothing: '$RUN_ID: already complete on the host', every file untouched$note" | tee -a "$out/assert.txt" >&2
+    fi
+    [[ "$rc" == 0 ]] || die "assertions failed (the FAIL lines above; $out/assert.txt)"
 }
 
 # --- main ---------------------------------------------------------------------------------------
@@ -360,9 +464,10 @@ esac
 # apt then removes; this puts the matching qemu-img back.
 need_apt qemu-utils openssh-client python3
 log "e2e: arch $arch, out $out, tag $TAG"
-rm -rf "$VM_DIR" "$PULLED" "$REPORT" "$out/timings.txt"
+rm -rf "$VM_DIR" "$PULLED" "$REPORT" "$out"/{timings.txt,assert.txt,pull-1.log,pull-2.log,report.log,report.dom.html,report.chromium.log}
 mkdir -p "$VM_DIR"
 
+if [[ -z "$boot_only" ]]; then step build step_build; fi
 step base-image step_base_image
 step boot step_boot
 step guest-check step_guest_check
