@@ -212,8 +212,10 @@ def check_report(report, dom, console):
         fail("report", f"{report} has no timeline section")
     else:
         m = re.search(r'id="timeline-\d+"[^>]*data-items="(\d+)"', html)
-        drawn = f"timeline with {m.group(1)} items" if m else "timeline section present, its data marked missing"
-        ok("report", f"{report.stat().st_size} bytes, {drawn}")
+        if not m or int(m.group(1)) == 0:
+            fail("report", f"{report} draws no timeline items (the run's stages/tokens were not read)")
+        else:
+            ok("report", f"{report.stat().st_size} bytes, timeline with {m.group(1)} items")
     if dom is None:
         return
     d = dom.read_text(errors="replace") if dom.is_file() else ""
