@@ -150,7 +150,9 @@ pub fn generate(
     let mut pass = 0;
     let mut logits_row: Vec<f32> = Vec::new();
     let banned: Vec<u32> = if opts.ignore_eos {
-        (0..m.config.n_vocab as u32).filter(|&t| is_eog(t)).collect()
+        (0..m.config.n_vocab as u32)
+            .filter(|&t| is_eog(t))
+            .collect()
     } else {
         Vec::new()
     };

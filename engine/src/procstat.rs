@@ -153,7 +153,10 @@ mod tests {
             }
         }
         let d = rusage(Who::Thread).since(&a);
-        assert!(d.user_ns + d.sys_ns > 0, "no CPU time after a 60 ms busy loop: {d:?}");
+        assert!(
+            d.user_ns + d.sys_ns > 0,
+            "no CPU time after a 60 ms busy loop: {d:?}"
+        );
     }
 }
 
