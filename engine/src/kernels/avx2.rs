@@ -52,7 +52,7 @@ pub unsafe fn rows(ty: GgmlType, w: &[u8], nrows: usize, a: &Acts, out: *mut f32
     }
 }
 
-type DotFn<B, const T: usize> = unsafe fn(&[B], &[ActRow; T]) -> [f32; T];
+type DotFn<B, const T: usize> = super::RowDotFn<B, T>;
 
 /// Rows outer; tokens in tiles of [`TILE`] sharing each unpacked block, then one at a time.
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -66,39 +66,16 @@ unsafe fn rows_t<B: Block>(
     dott: DotFn<B, TILE>,
 ) {
     let rb = w.len() / nrows.max(1);
-    // Token views once per call, not per row.
-    let mut xs = [ActRow::EMPTY; 64];
-    for t0 in (0..a.n).step_by(xs.len()) {
-        let nt = (a.n - t0).min(xs.len());
-        for (i, x) in xs[..nt].iter_mut().enumerate() {
-            *x = a.row(t0 + i);
+    // Ask for the weights PREFETCH bytes past each row, one request per cache line (the hardware
+    // prefetcher alone leaves decode latency-bound; see avx512::PREFETCH).
+    let prefetch = |r: usize| {
+        let base = w.as_ptr().wrapping_add(r * rb + PREFETCH);
+        for line in (0..rb).step_by(64) {
+            _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(line).cast());
         }
-        for r in 0..nrows {
-            let row = B::slice(&w[r * rb..(r + 1) * rb]);
-            // Ask for the weights PREFETCH bytes past this row, one request per cache line (the
-            // hardware prefetcher alone leaves decode latency-bound; see avx512::PREFETCH).
-            let base = w.as_ptr().wrapping_add(r * rb + PREFETCH);
-            for line in (0..rb).step_by(64) {
-                _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(line).cast());
-            }
-            let mut t = 0;
-            while t + TILE <= nt {
-                let tile: &[ActRow; TILE] = xs[t..t + TILE].try_into().expect("tile");
-                // SAFETY: features enabled on this function; bounds per the caller's contract.
-                let v = unsafe { dott(row, tile) };
-                for (i, v) in v.into_iter().enumerate() {
-                    // SAFETY: `t0 + t + i < a.n`, `r < nrows`.
-                    unsafe { *out.add((t0 + t + i) * stride + r) = v };
-                }
-                t += TILE;
-            }
-            while t < nt {
-                // SAFETY: as above.
-                unsafe { *out.add((t0 + t) * stride + r) = dot1(row, &[xs[t]])[0] };
-                t += 1;
-            }
-        }
-    }
+    };
+    // SAFETY: features enabled on this function; the rest is the caller's contract.
+    unsafe { super::rows_tiled::<B, TILE>(w, nrows, a, out, stride, dot1, dott, prefetch) }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ mod neon;
 mod tests;
 
 use crate::gguf::GgmlType;
-use act::{ActBuf, ActKind, Acts};
+use act::{ActBuf, ActKind, ActRow, Acts};
 use blocks::*;
 
 /// A weight matrix as laid out in GGUF.
@@ -195,6 +195,61 @@ impl Isa {
 /// rows of `ty`.
 pub(crate) type RowsFn =
     unsafe fn(ty: GgmlType, w: &[u8], nrows: usize, a: &Acts, out: *mut f32, stride: usize);
+
+/// A kernel for one row of blocks against `T` token rows.
+#[allow(dead_code)] // used by the SIMD paths of the target architecture only
+pub(crate) type RowDotFn<B, const T: usize> = unsafe fn(&[B], &[ActRow; T]) -> [f32; T];
+
+/// The one-row-at-a-time rows driver shared by the AVX2 and NEON paths: rows outer, tokens in
+/// tiles of `TILE` sharing each unpacked block, the rest one at a time. `before_row(r)` runs
+/// before row `r` (the AVX2 path prefetches there). Inlined into each path's `target_feature`
+/// wrapper, so the dot kernels inline under that path's features.
+///
+/// # Safety
+/// The dot kernels' CPU requirements hold; `out[t*stride + r]` is writable for `t < a.n`,
+/// `r < nrows`; `w` holds `nrows` rows of `B` blocks.
+#[allow(dead_code, clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) unsafe fn rows_tiled<B: Block, const TILE: usize>(
+    w: &[u8],
+    nrows: usize,
+    a: &Acts,
+    out: *mut f32,
+    stride: usize,
+    dot1: RowDotFn<B, 1>,
+    dott: RowDotFn<B, TILE>,
+    before_row: impl Fn(usize),
+) {
+    let rb = w.len() / nrows.max(1);
+    // Token views once per call, not per row.
+    let mut xs = [ActRow::EMPTY; 64];
+    for t0 in (0..a.n).step_by(xs.len()) {
+        let nt = (a.n - t0).min(xs.len());
+        for (i, x) in xs[..nt].iter_mut().enumerate() {
+            *x = a.row(t0 + i);
+        }
+        for r in 0..nrows {
+            let row = B::slice(&w[r * rb..(r + 1) * rb]);
+            before_row(r);
+            let mut t = 0;
+            while t + TILE <= nt {
+                let tile: &[ActRow; TILE] = xs[t..t + TILE].try_into().expect("tile");
+                // SAFETY: the kernels' requirements are the caller's; bounds per its contract.
+                let v = unsafe { dott(row, tile) };
+                for (i, v) in v.into_iter().enumerate() {
+                    // SAFETY: `t0 + t + i < a.n`, `r < nrows`.
+                    unsafe { *out.add((t0 + t + i) * stride + r) = v };
+                }
+                t += TILE;
+            }
+            while t < nt {
+                // SAFETY: as above.
+                unsafe { *out.add((t0 + t) * stride + r) = dot1(row, &[xs[t]])[0] };
+                t += 1;
+            }
+        }
+    }
+}
 
 /// THE dispatch point: the rows kernel of a path (each matches on the weight type; a type a
 /// path has no kernel for goes to that path's fallback, in the end the scalar one).

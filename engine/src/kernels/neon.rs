@@ -125,7 +125,7 @@ unsafe fn rows_any<const DOT: bool>(
     }
 }
 
-type DotFn<B, const T: usize> = unsafe fn(&[B], &[ActRow; T]) -> [f32; T];
+type DotFn<B, const T: usize> = super::RowDotFn<B, T>;
 
 /// Rows outer; tokens in tiles of [`TILE`] sharing each unpacked block.
 unsafe fn rows_t<B: Block>(
@@ -137,33 +137,8 @@ unsafe fn rows_t<B: Block>(
     dot1: DotFn<B, 1>,
     dott: DotFn<B, TILE>,
 ) {
-    let rb = w.len() / nrows.max(1);
-    let mut xs = [ActRow::EMPTY; 64];
-    for t0 in (0..a.n).step_by(xs.len()) {
-        let nt = (a.n - t0).min(xs.len());
-        for (i, x) in xs[..nt].iter_mut().enumerate() {
-            *x = a.row(t0 + i);
-        }
-        for r in 0..nrows {
-            let row = B::slice(&w[r * rb..(r + 1) * rb]);
-            let mut t = 0;
-            while t + TILE <= nt {
-                let tile: &[ActRow; TILE] = xs[t..t + TILE].try_into().expect("tile");
-                // SAFETY: the kernels' requirements are the caller's; bounds per its contract.
-                let v = unsafe { dott(row, tile) };
-                for (i, v) in v.into_iter().enumerate() {
-                    // SAFETY: `t0 + t + i < a.n`, `r < nrows`.
-                    unsafe { *out.add((t0 + t + i) * stride + r) = v };
-                }
-                t += TILE;
-            }
-            while t < nt {
-                // SAFETY: as above.
-                unsafe { *out.add((t0 + t) * stride + r) = dot1(row, &[xs[t]])[0] };
-                t += 1;
-            }
-        }
-    }
+    // SAFETY: the caller's contract.
+    unsafe { super::rows_tiled::<B, TILE>(w, nrows, a, out, stride, dot1, dott, |_| {}) }
 }
 
 // ---------------------------------------------------------------------------------------------
