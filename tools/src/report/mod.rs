@@ -12,7 +12,7 @@ pub mod svg;
 pub use flame::{base64, flamegraph_svg};
 
 use crate::manifest_compat::status_name;
-use crate::run::{Family, InputState, Phase, RunData, RunStats, StallKind};
+use crate::run::{Family, InputState, Phase, RunData, RunStats, StallKind, TokenStats};
 use crate::util::human_bytes;
 use html::{badge, esc, json_in_script, missing, note, per_run, state_text};
 use std::collections::BTreeMap;
@@ -949,6 +949,43 @@ fn layers_section(r: &RunData, st: &RunStats) -> String {
     s
 }
 
+/// " — N% of the device bound" when the bound is known.
+fn of_bound(achieved: f64, bound: Option<f64>) -> String {
+    bound
+        .map(|b| format!(" — <b>{:.0}%</b> of the device bound", 100.0 * achieved / b))
+        .unwrap_or_default()
+}
+
+/// Per-token columns of `bytes / busy time` (from `f`), with the device bound as a line.
+fn rate_per_token(
+    st: &RunStats,
+    f: impl Fn(&TokenStats) -> (u64, u64),
+    class: &'static str,
+    what: &str,
+    bound: Option<f64>,
+) -> String {
+    let cols: Vec<svg::Column> = st
+        .tokens
+        .iter()
+        .map(|t| {
+            let (bytes, busy_ns) = f(t);
+            let v = if busy_ns > 0 {
+                bytes as f64 * 1e9 / busy_ns as f64
+            } else {
+                0.0
+            };
+            (t.label(), vec![(v, class, "MB/s")])
+        })
+        .collect();
+    let mut s = format!("<p class=\"sub\">per token: {what}</p>");
+    s.push_str(&svg::columns(
+        &cols,
+        &fmt_rate,
+        bound.map(|b| (b, format!("device bound {}", fmt_rate(b)))),
+    ));
+    s
+}
+
 fn throughput_section(r: &RunData, st: &RunStats) -> String {
     let bound = r.storage_bound_bytes_per_s;
     let mut s = String::new();
@@ -972,29 +1009,14 @@ fn throughput_section(r: &RunData, st: &RunStats) -> String {
                 fmt_rate(achieved),
                 human_bytes(st.io_bytes),
                 fmt_ns(st.io_busy_ns as f64),
-                bound
-                    .map(|b| format!(" — <b>{:.0}%</b> of the device bound", 100.0 * achieved / b))
-                    .unwrap_or_default()
+                of_bound(achieved, bound)
             );
-            let cols: Vec<svg::Column> = st
-                .tokens
-                .iter()
-                .map(|t| {
-                    let v = if t.io_busy_ns > 0 {
-                        t.io_bytes as f64 * 1e9 / t.io_busy_ns as f64
-                    } else {
-                        0.0
-                    };
-                    (t.label(), vec![(v, "c-io", "MB/s")])
-                })
-                .collect();
-            s.push_str(
-                "<p class=\"sub\">per token: bytes completed / time reads were in flight</p>",
-            );
-            s.push_str(&svg::columns(
-                &cols,
-                &fmt_rate,
-                bound.map(|b| (b, format!("device bound {}", fmt_rate(b)))),
+            s.push_str(&rate_per_token(
+                st,
+                |t| (t.io_bytes, t.io_busy_ns),
+                "c-io",
+                "bytes completed / time reads were in flight",
+                bound,
             ));
         }
     }
@@ -1009,27 +1031,14 @@ fn throughput_section(r: &RunData, st: &RunStats) -> String {
                 human_bytes(st.block_bytes),
                 fmt_ns(st.block_busy_ns as f64),
                 fmt_rate(achieved),
-                bound
-                    .map(|b| format!(" — <b>{:.0}%</b> of the device bound", 100.0 * achieved / b))
-                    .unwrap_or_default()
+                of_bound(achieved, bound)
             );
-            let cols: Vec<svg::Column> = st
-                .tokens
-                .iter()
-                .map(|t| {
-                    let v = if t.block_busy_ns > 0 {
-                        t.block_bytes as f64 * 1e9 / t.block_busy_ns as f64
-                    } else {
-                        0.0
-                    };
-                    (t.label(), vec![(v, "c-bar2", "MB/s")])
-                })
-                .collect();
-            s.push_str("<p class=\"sub\">per token: block bytes completed / time requests were in flight</p>");
-            s.push_str(&svg::columns(
-                &cols,
-                &fmt_rate,
-                bound.map(|b| (b, format!("device bound {}", fmt_rate(b)))),
+            s.push_str(&rate_per_token(
+                st,
+                |t| (t.block_bytes, t.block_busy_ns),
+                "c-bar2",
+                "block bytes completed / time requests were in flight",
+                bound,
             ));
         }
     }
