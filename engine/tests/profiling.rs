@@ -9,6 +9,7 @@ use flashslim::runlog::records::{
 };
 use flashslim::runlog::{verify_dir, Manifest, RunStatus};
 use flashslim::trace::{TraceEnd, TraceReader};
+use flashslim::weights::stream::RESIDENT_CHUNK;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -527,25 +528,18 @@ fn streamed_chunk_bytes_add_up() {
     let io = read_jsonl_file::<IoRecord>(&dir.join("io.jsonl"), IO_FORMAT)
         .unwrap()
         .records;
-    // Plan chunks only: resident extents (0x8000_0000 | i) and row reads (u32::MAX) are loaded
-    // once, not streamed per token (regression: the resident load was counted as streamed).
-    let chunk_bytes: u64 = io
-        .iter()
-        .filter(|e| e.kind == "complete" && e.chunk < 0x8000_0000)
-        .map(|e| e.bytes)
-        .sum();
+    // Plan chunks only: resident extents (RESIDENT_CHUNK | i) and row reads (READ_AT_CHUNK) are
+    // loaded once, not streamed per token (regression: the resident load was counted as streamed).
+    let completes: Vec<&IoRecord> = io.iter().filter(|e| e.kind == "complete").collect();
+    let plan_chunks = || completes.iter().filter(|e| e.chunk < RESIDENT_CHUNK);
+    let chunk_bytes: u64 = plan_chunks().map(|e| e.bytes).sum();
     let toks = tokens(&dir);
     let gen_read: u64 = toks.iter().filter_map(|t| t.storage_read_bytes).sum();
     let streamed: u64 = toks.iter().map(|t| t.streamed_bytes).sum();
     assert!(chunk_bytes > 0);
     // The source prefetches ahead (wrapping to the next pass), so reads still in its buffers
     // when generation stops complete without being consumed: at most one buffer's worth each.
-    let largest = io
-        .iter()
-        .filter(|e| e.kind == "complete" && e.chunk < 0x8000_0000)
-        .map(|e| e.bytes)
-        .max()
-        .unwrap_or(0);
+    let largest = plan_chunks().map(|e| e.bytes).max().unwrap_or(0);
     assert!(
         chunk_bytes >= streamed && chunk_bytes - streamed <= 3 * largest,
         "io.jsonl chunk bytes {chunk_bytes} vs the source's streamed bytes {streamed} \
@@ -562,11 +556,7 @@ fn streamed_chunk_bytes_add_up() {
         .and_then(|v| v.as_u64())
         .unwrap_or(0);
     // The probe fires for every read the source makes: plan chunks, resident extents, row reads.
-    let all_complete: u64 = io
-        .iter()
-        .filter(|e| e.kind == "complete")
-        .map(|e| e.bytes)
-        .sum();
+    let all_complete: u64 = completes.iter().map(|e| e.bytes).sum();
     // Reads completing after the run log's last drain (the unconsumed prefetches above) are seen
     // by the probe only.
     assert!(
