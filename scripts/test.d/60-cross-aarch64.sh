@@ -31,15 +31,16 @@ x86="$(flashslim_bin)"
     die "aarch64 release build failed"
 }
 a64="$FLASHSLIM_ROOT/target/aarch64-cross/aarch64-unknown-linux-gnu/release/flashslim"
+err="$(mktemp)"; trap 'rm -f "$err"' EXIT
 prompts=("The capital of France is" $'<|im_start|>user\nName three colors.<|im_end|>\n<|im_start|>assistant\n')
 for p in "${prompts[@]}"; do
     args=(run -p "$p" -n 16 --temp 0 --ignore-eos -t 2)
     want="$("$x86" "${args[@]}" 2>/dev/null)" || die "x86-64 flashslim run failed"
     [[ -n "$want" ]] || die "x86-64 flashslim printed nothing"
     for cpu in max cortex-a57; do
-        got="$(QEMU_CPU=$cpu timeout 900 "$cross" run "$a64" "${args[@]}" 2>/tmp/flashslim-a64.err)" \
-            || { tail -n 5 /tmp/flashslim-a64.err >&2; die "aarch64 flashslim run failed (QEMU_CPU=$cpu)"; }
-        path="$(grep -o 'weights [a-z]* ([a-z-]*' /tmp/flashslim-a64.err | sed 's/.*(//')"
+        got="$(QEMU_CPU=$cpu timeout 900 "$cross" run "$a64" "${args[@]}" 2>"$err")" \
+            || { tail -n 5 "$err" >&2; die "aarch64 flashslim run failed (QEMU_CPU=$cpu)"; }
+        path="$(grep -o 'weights [a-z]* ([a-z-]*' "$err" | sed 's/.*(//')"
         if [[ "$got" != "$want" ]]; then
             printf 'x86-64:  %q\naarch64: %q\n' "$want" "$got" >&2
             die "aarch64 ($path, QEMU_CPU=$cpu) greedy text differs from x86-64 for prompt ${p:0:30}"
