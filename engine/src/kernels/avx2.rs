@@ -3,9 +3,9 @@
 // f16 attention helpers. Same names and results as `scalar.rs` up to f32 summation order.
 
 use super::act::{ActRow, Acts};
-use super::avx512::PREFETCH;
 use super::blocks::*;
 use super::float_ty;
+use super::PREFETCH;
 use crate::gguf::GgmlType;
 use std::arch::x86_64::*;
 
@@ -67,7 +67,7 @@ unsafe fn rows_t<B: Block>(
 ) {
     let rb = w.len() / nrows.max(1);
     // Ask for the weights PREFETCH bytes past each row, one request per cache line (the hardware
-    // prefetcher alone leaves decode latency-bound; see avx512::PREFETCH).
+    // prefetcher alone leaves decode latency-bound; see PREFETCH).
     let prefetch = |r: usize| {
         let base = w.as_ptr().wrapping_add(r * rb + PREFETCH);
         for line in (0..rb).step_by(64) {

@@ -4,16 +4,12 @@
 
 use super::act::{ActRow, Acts};
 use super::blocks::*;
+use super::PREFETCH;
 use crate::gguf::GgmlType;
 use std::arch::x86_64::*;
 
 /// Tokens per prefill tile.
 const TILE: usize = 8;
-/// Bytes ahead of the current block that are prefetched. Decode streams every weight once per
-/// token and this machine's hardware prefetcher does not run far enough ahead: measured on Q4_1
-/// tg64 at 1 thread, 0 B → ~95 tok/s, 1 KiB → ~135, 4 KiB → ~155, 8 KiB → ~185, 64 KiB → ~155
-/// (latency × bandwidth ≈ 8 KiB). See docs/benchmarks.md.
-pub(super) const PREFETCH: usize = 8192;
 
 /// AVX-512 rows kernel (see [`super::RowsFn`]).
 ///

@@ -280,6 +280,13 @@ pub struct Kernels {
     rows: RowsFn,
 }
 
+/// Bytes ahead of the weights being read that the x86 kernels prefetch. Decode streams every
+/// weight once per token and this machine's hardware prefetcher does not run far enough ahead:
+/// measured on Q4_1 tg64 at 1 thread, 0 B → ~95 tok/s, 1 KiB → ~135, 4 KiB → ~155,
+/// 8 KiB → ~185, 64 KiB → ~155 (latency × bandwidth ≈ 8 KiB). See docs/benchmarks.md.
+#[allow(dead_code)] // the aarch64 kernels do not prefetch yet
+const PREFETCH: usize = 8192;
+
 /// Rows per work piece are a multiple of this (the widest register tile).
 const ROW_ALIGN: usize = 16;
 /// Most pieces one parallel region is cut into.
