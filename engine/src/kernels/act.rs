@@ -133,14 +133,17 @@ impl ActBuf {
         self.qs.len()
     }
 
-    /// Quantize `x` (`n` rows of `cols`) for `kind`, returning the planes.
+    /// Quantize `x` (`n` rows of `cols`) for `kind`, returning the planes. Token rows are
+    /// independent: `par(chunks, f)` must call `f(c, _)` once for every `c < chunks` (on any
+    /// threads); each chunk quantizes a contiguous range of tokens into its own plane ranges.
     pub fn quantize<'s>(
         &'s mut self,
         kind: ActKind,
-        _isa: Isa,
+        isa: Isa,
         x: &'s [f32],
         n: usize,
         cols: usize,
+        par: Par<'_>,
     ) -> Acts<'s> {
         let total = n * cols;
         assert!(
@@ -161,48 +164,88 @@ impl ActBuf {
             bsums: &[],
             f: &[],
         };
-        match kind {
+        let nb = match kind {
             ActKind::Float(FloatTy::F32) => {
                 a.f = x;
                 return a;
             }
-            ActKind::Float(ty) => {
+            ActKind::Float(_) => {
                 assert!(self.f.len() >= total, "float scratch too small");
-                for (o, &v) in self.f.iter_mut().zip(x) {
-                    *o = ty.round(v);
-                }
-                a.f = &self.f[..total];
+                0
             }
             ActKind::Q8 => {
                 assert!(
                     cols.is_multiple_of(QK),
                     "{cols} columns is not a whole number of 32-blocks"
                 );
-                let nb = total / QK;
-                quantize_q8(
-                    x,
-                    &mut self.qs[..total],
-                    &mut self.d[..nb],
-                    &mut self.s[..nb],
-                    &mut self.sum32[..nb],
-                );
-                a.qs = &self.qs[..total];
-                a.d = &self.d[..nb];
-                a.s = &self.s[..nb];
-                a.sum32 = &self.sum32[..nb];
+                cols / QK
             }
             ActKind::Q8K => {
                 assert!(
                     cols.is_multiple_of(QK_K),
                     "{cols} columns is not a whole number of 256-blocks"
                 );
+                cols / QK_K
+            }
+        };
+        let planes = Planes {
+            qs: self.qs.as_mut_ptr(),
+            d: self.d.as_mut_ptr(),
+            s: self.s.as_mut_ptr(),
+            sum32: self.sum32.as_mut_ptr(),
+            bsums: self.bsums.as_mut_ptr(),
+            f: self.f.as_mut_ptr(),
+        };
+        let chunks = par.chunks.clamp(1, n.max(1));
+        let body = |c: usize, _worker: usize| {
+            let (t0, t1) = (c * n / chunks, (c + 1) * n / chunks);
+            let xs = &x[t0 * cols..t1 * cols];
+            let (e0, e1) = (t0 * cols, t1 * cols);
+            // SAFETY: chunks cover disjoint token ranges, so each writes disjoint ranges of every
+            // plane, all inside the lengths asserted above (`d`/`s`/`sum32` hold `total/32 + 1`,
+            // `bsums` `total/16 + 1`, `f` `total` when used); `self` stays mutably borrowed.
+            unsafe {
+                match kind {
+                    ActKind::Float(ty) => {
+                        let f = planes.slice(planes.f, e0, e1);
+                        for (o, &v) in f.iter_mut().zip(xs) {
+                            *o = ty.round(v);
+                        }
+                    }
+                    ActKind::Q8 => quantize_q8_isa(
+                        isa,
+                        xs,
+                        planes.slice(planes.qs, e0, e1),
+                        planes.slice(planes.d, t0 * nb, t1 * nb),
+                        planes.slice(planes.s, t0 * nb, t1 * nb),
+                        planes.slice(planes.sum32, t0 * nb, t1 * nb),
+                    ),
+                    ActKind::Q8K => quantize_q8k_isa(
+                        isa,
+                        xs,
+                        planes.slice(planes.qs, e0, e1),
+                        planes.slice(planes.d, t0 * nb, t1 * nb),
+                        planes.slice(planes.bsums, e0 / 16, e1 / 16),
+                    ),
+                }
+            }
+        };
+        if chunks == 1 {
+            body(0, 0);
+        } else {
+            (par.run)(chunks, &body);
+        }
+        match kind {
+            ActKind::Float(_) => a.f = &self.f[..total],
+            ActKind::Q8 => {
+                let nb = total / QK;
+                a.qs = &self.qs[..total];
+                a.d = &self.d[..nb];
+                a.s = &self.s[..nb];
+                a.sum32 = &self.sum32[..nb];
+            }
+            ActKind::Q8K => {
                 let nb = total / QK_K;
-                quantize_q8k(
-                    x,
-                    &mut self.qs[..total],
-                    &mut self.d[..nb],
-                    &mut self.bsums[..total / 16],
-                );
                 a.qs = &self.qs[..total];
                 a.d = &self.d[..nb];
                 a.bsums = &self.bsums[..total / 16];
@@ -210,6 +253,74 @@ impl ActBuf {
         }
         a
     }
+}
+
+/// How [`ActBuf::quantize`] may spread token rows over threads: `run(chunks, f)` calls
+/// `f(c, worker)` for every `c < chunks`.
+#[derive(Clone, Copy)]
+pub struct Par<'r> {
+    pub chunks: usize,
+    pub run: &'r (dyn Fn(usize, &(dyn Fn(usize, usize) + Sync)) + Sync),
+}
+
+impl Par<'static> {
+    /// Everything on the calling thread.
+    pub const SERIAL: Par<'static> = Par {
+        chunks: 1,
+        run: &|n, f| (0..n).for_each(|c| f(c, 0)),
+    };
+}
+
+/// Raw plane pointers shared by the quantization chunks.
+#[derive(Clone, Copy)]
+struct Planes {
+    qs: *mut i8,
+    d: *mut f32,
+    s: *mut f32,
+    sum32: *mut i32,
+    bsums: *mut i16,
+    f: *mut f32,
+}
+// SAFETY: chunks write disjoint ranges (see `ActBuf::quantize`) while the buffer is borrowed.
+unsafe impl Sync for Planes {}
+
+impl Planes {
+    /// # Safety
+    /// `p[a..b]` is inside its allocation and no other live reference overlaps it.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice<'x, T>(&self, p: *mut T, a: usize, b: usize) -> &'x mut [T] {
+        // SAFETY: the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(p.add(a), b - a) }
+    }
+}
+
+/// [`quantize_q8`] on the fastest path for `isa` (identical results).
+fn quantize_q8_isa(
+    isa: Isa,
+    x: &[f32],
+    qs: &mut [i8],
+    d: &mut [f32],
+    s: &mut [f32],
+    sum32: &mut [i32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if matches!(isa, Isa::Avx2 | Isa::Avx512) {
+        // SAFETY: these paths are only selected on CPUs with AVX2/FMA/F16C.
+        return unsafe { super::avx2::quantize_q8(x, qs, d, s, sum32) };
+    }
+    let _ = isa;
+    quantize_q8(x, qs, d, s, sum32)
+}
+
+/// [`quantize_q8k`] on the fastest path for `isa` (identical results).
+fn quantize_q8k_isa(isa: Isa, x: &[f32], qs: &mut [i8], d: &mut [f32], bsums: &mut [i16]) {
+    #[cfg(target_arch = "x86_64")]
+    if matches!(isa, Isa::Avx2 | Isa::Avx512) {
+        // SAFETY: these paths are only selected on CPUs with AVX2/FMA/F16C.
+        return unsafe { super::avx2::quantize_q8k(x, qs, d, bsums) };
+    }
+    let _ = isa;
+    quantize_q8k(x, qs, d, bsums)
 }
 
 /// Round half to even (the rounding of ggml's SIMD quantizers and of its `nearest_int`), for

@@ -274,7 +274,7 @@ unsafe fn dot_q5_1<const T: usize>(bs: &[BlockQ5_1], xs: &[ActRow; T]) -> [f32; 
 
 /// The 8 scales and 8 mins of a Q4_K/Q5_K super-block.
 #[inline(always)]
-fn k_scales(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
+pub(super) fn k_scales(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
     let mut sc = [0u8; 8];
     let mut mn = [0u8; 8];
     for j in 0..8 {
@@ -285,7 +285,7 @@ fn k_scales(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
 
 /// The four min lanes `m_{2i}·bs_{2i} + m_{2i+1}·bs_{2i+1}` (bs per 32 elements).
 #[inline(always)]
-unsafe fn k_min_lanes(mins: [u8; 8], bsums: *const i16) -> __m128i {
+pub(super) unsafe fn k_min_lanes(mins: [u8; 8], bsums: *const i16) -> __m128i {
     // SAFETY: `bsums` points at 16 i16.
     unsafe {
         let lo = _mm_loadu_si128(bsums.cast());
@@ -711,4 +711,280 @@ pub unsafe fn scale_f16(y: &mut [u16], a: f32) {
         }
     }
     super::scalar::scale_f16(&mut y[body..n], a);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activation quantization, bit-identical to `act::quantize_q8` / `act::quantize_q8k` (same
+// products, round-half-even conversion, same tie rule for the Q8_K extreme).
+
+/// Max of 8 lanes.
+#[inline(always)]
+unsafe fn hmax(v: __m256) -> f32 {
+    // SAFETY: register ops.
+    unsafe {
+        let m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)))
+    }
+}
+
+/// Sum of 8 i32 lanes.
+#[inline(always)]
+unsafe fn hsum_i32(v: __m256i) -> i32 {
+    // SAFETY: register ops.
+    unsafe {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+        _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01)))
+    }
+}
+
+/// 32 i32 codes (each in −128..=127) → 32 bytes in element order.
+#[inline(always)]
+unsafe fn pack32(q: [__m256i; 4], out: *mut i8) {
+    // SAFETY: `out` has 32 writable bytes.
+    unsafe {
+        let a = _mm256_packs_epi32(q[0], q[1]);
+        let b = _mm256_packs_epi32(q[2], q[3]);
+        let p = _mm256_packs_epi16(a, b);
+        let p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256(out.cast(), p);
+    }
+}
+
+/// See `act::quantize_q8`.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C; plane lengths as in `act::quantize_q8`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn quantize_q8(
+    x: &[f32],
+    qs: &mut [i8],
+    d: &mut [f32],
+    s: &mut [f32],
+    sum32: &mut [i32],
+) {
+    let nb = (x.len() / QK)
+        .min(qs.len() / QK)
+        .min(d.len())
+        .min(s.len())
+        .min(sum32.len());
+    // SAFETY: block `i < nb` reads x[32i..32i+32] and writes qs[32i..32i+32].
+    unsafe {
+        let sign = _mm256_set1_ps(-0.0);
+        for i in 0..nb {
+            let p = x.as_ptr().add(i * QK);
+            let v: [__m256; 4] = std::array::from_fn(|k| _mm256_loadu_ps(p.add(8 * k)));
+            let m = v.iter().fold(_mm256_setzero_ps(), |m, &v| {
+                _mm256_max_ps(m, _mm256_andnot_ps(sign, v))
+            });
+            let amax = hmax(m);
+            let dd = amax / 127.0;
+            let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
+            // `cvtps` rounds half to even (the default MXCSR mode), as `act::rne`.
+            let q = v.map(|v| _mm256_cvtps_epi32(_mm256_mul_ps(v, id)));
+            let sum = hsum_i32(_mm256_add_epi32(
+                _mm256_add_epi32(q[0], q[1]),
+                _mm256_add_epi32(q[2], q[3]),
+            ));
+            pack32(q, qs.as_mut_ptr().add(i * QK));
+            *d.get_unchecked_mut(i) = f16r(dd);
+            *s.get_unchecked_mut(i) = f16r(dd * sum as f32);
+            *sum32.get_unchecked_mut(i) = sum;
+        }
+    }
+}
+
+/// See `act::quantize_q8k`.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C; plane lengths as in `act::quantize_q8k`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn quantize_q8k(x: &[f32], qs: &mut [i8], d: &mut [f32], bsums: &mut [i16]) {
+    let nb = (x.len() / QK_K)
+        .min(qs.len() / QK_K)
+        .min(d.len())
+        .min(bsums.len() / 16);
+    // SAFETY: block `i < nb` reads x[256i..256i+256], writes qs[256i..], bsums[16i..16i+16].
+    unsafe {
+        let sign = _mm256_set1_ps(-0.0);
+        for i in 0..nb {
+            let p = x.as_ptr().add(i * QK_K);
+            let mut m = _mm256_setzero_ps();
+            for k in 0..32 {
+                m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(p.add(8 * k))));
+            }
+            let amax = hmax(m);
+            let qb = qs.as_mut_ptr().add(i * QK_K);
+            let bs = bsums.as_mut_ptr().add(16 * i);
+            if amax == 0.0 {
+                *d.get_unchecked_mut(i) = 0.0;
+                std::ptr::write_bytes(qb, 0, QK_K);
+                std::ptr::write_bytes(bs, 0, 16);
+                continue;
+            }
+            // The signed value of the first element with |x| = amax (the scalar's tie rule).
+            let am = _mm256_set1_ps(amax);
+            let mut max = 0.0;
+            for k in 0..32 {
+                let a = _mm256_andnot_ps(sign, _mm256_loadu_ps(p.add(8 * k)));
+                let hit = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(a, am));
+                if hit != 0 {
+                    max = *p.add(8 * k + hit.trailing_zeros() as usize);
+                    break;
+                }
+            }
+            let iscale = -127.0 / max;
+            let is = _mm256_set1_ps(iscale);
+            let top = _mm256_set1_epi32(127);
+            for g in 0..8 {
+                let q: [__m256i; 4] = std::array::from_fn(|k| {
+                    let v = _mm256_loadu_ps(p.add(32 * g + 8 * k));
+                    _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(is, v)), top)
+                });
+                *bs.add(2 * g) = hsum_i32(_mm256_add_epi32(q[0], q[1])) as i16;
+                *bs.add(2 * g + 1) = hsum_i32(_mm256_add_epi32(q[2], q[3])) as i16;
+                pack32(q, qb.add(32 * g));
+            }
+            *d.get_unchecked_mut(i) = 1.0 / iscale;
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn f16r(v: f32) -> f32 {
+    // SAFETY: F16C in every caller.
+    unsafe {
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(
+            _mm_set_ss(v),
+        )))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attention.
+
+/// `scalar::attend_f16` with the f16 helpers inlined (identical results); `q16.len()` is a
+/// multiple of 64.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C; `k`, `v` hold `(n_pos − 1)·stride + q16.len()` values;
+/// `acc.len() == q16.len()`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn attend_f16(
+    k: &[u16],
+    v: &[u16],
+    stride: usize,
+    n_pos: usize,
+    q16: &[f32],
+    scale: f32,
+    acc: &mut [u16],
+) -> f32 {
+    let hd = q16.len();
+    debug_assert!(hd.is_multiple_of(64) && acc.len() == hd);
+    debug_assert!(n_pos == 0 || (k.len().min(v.len()) >= (n_pos - 1) * stride + hd));
+    // SAFETY: every access is below `(n_pos − 1)·stride + hd` in `k`/`v` and below `hd` in
+    // `q16`/`acc`, per the contract.
+    unsafe {
+        let (mut m, mut s) = (f32::NEG_INFINITY, 0.0f32);
+        let ap = acc.as_mut_ptr();
+        // Positions in blocks: first every score of the block (independent dot products, so
+        // they overlap), then the sequential online-softmax update, which alone carries the
+        // dependency chain. The operations and their order per position are the scalar's.
+        const BLOCK: usize = 64;
+        let mut scores = [0.0f32; BLOCK];
+        for p0 in (0..n_pos).step_by(BLOCK) {
+            let nb = (n_pos - p0).min(BLOCK);
+            for (j, score) in scores[..nb].iter_mut().enumerate() {
+                let kp = k.as_ptr().add((p0 + j) * stride);
+                // dot_f16_f16's body: 8 accumulators of 8 lanes over steps of 64, reduced
+                // pairwise; the f32 sum goes through f64 unchanged (no tail).
+                let mut a = [_mm256_setzero_ps(); 8];
+                for i in (0..hd).step_by(64) {
+                    for (jj, a) in a.iter_mut().enumerate() {
+                        let kv = _mm256_cvtph_ps(_mm_loadu_si128(kp.add(i + 8 * jj).cast()));
+                        *a = _mm256_fmadd_ps(kv, _mm256_loadu_ps(q16.as_ptr().add(i + 8 * jj)), *a);
+                    }
+                }
+                let lo = _mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[2], a[6]));
+                let hi = _mm256_add_ps(_mm256_add_ps(a[1], a[5]), _mm256_add_ps(a[3], a[7]));
+                let t8 = _mm256_add_ps(hi, lo);
+                let t4 = _mm_add_ps(_mm256_extractf128_ps(t8, 1), _mm256_castps256_ps128(t8));
+                let r = _mm_add_ps(t4, _mm_movehl_ps(t4, t4));
+                let r = _mm_add_ss(r, _mm_movehdup_ps(r));
+                *score = ((_mm_cvtss_f32(r) as f64) as f32) * scale;
+            }
+            for (j, &score) in scores[..nb].iter().enumerate() {
+                let vp = v.as_ptr().add((p0 + j) * stride);
+                let (mut ms, mut vs) = (1.0f32, 1.0f32);
+                if score > m {
+                    ms = (m - score).exp();
+                    m = score;
+                    let av = _mm256_set1_ps(ms);
+                    for i in (0..hd).step_by(8) {
+                        let yv = _mm256_cvtph_ps(_mm_loadu_si128(ap.add(i).cast()));
+                        let r = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_mul_ps(yv, av));
+                        _mm_storeu_si128(ap.add(i).cast(), r);
+                    }
+                } else {
+                    vs = (score - m).exp();
+                }
+                let av = _mm256_set1_ps(vs);
+                for i in (0..hd).step_by(8) {
+                    let xv = _mm256_cvtph_ps(_mm_loadu_si128(vp.add(i).cast()));
+                    let yv = _mm256_cvtph_ps(_mm_loadu_si128(ap.add(i).cast()));
+                    let r =
+                        _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_fmadd_ps(xv, av, yv));
+                    _mm_storeu_si128(ap.add(i).cast(), r);
+                }
+                s = s.mul_add(ms, vs);
+            }
+        }
+        s
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// f16 conversions of slices (F16C rounds to nearest even, as `f32_to_f16`).
+
+/// `dst[i] = f32_to_f16(src[i])`.
+///
+/// # Safety
+/// The CPU must have AVX2 and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn f32_to_f16_slice(dst: &mut [u16], src: &[f32]) {
+    let n = dst.len().min(src.len());
+    let body = n - n % 8;
+    // SAFETY: loads and stores stay below `body ≤ n`.
+    unsafe {
+        for i in (0..body).step_by(8) {
+            let h =
+                _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(src.as_ptr().add(i)));
+            _mm_storeu_si128(dst.as_mut_ptr().add(i).cast(), h);
+        }
+    }
+    for i in body..n {
+        dst[i] = super::f32_to_f16(src[i]);
+    }
+}
+
+/// `dst[i] = f16_to_f32(src[i]) · mul`.
+///
+/// # Safety
+/// The CPU must have AVX2 and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn f16_to_f32_slice(dst: &mut [f32], src: &[u16], mul: f32) {
+    let n = dst.len().min(src.len());
+    let body = n - n % 8;
+    // SAFETY: loads and stores stay below `body ≤ n`.
+    unsafe {
+        let m = _mm256_set1_ps(mul);
+        for i in (0..body).step_by(8) {
+            let f = _mm256_cvtph_ps(_mm_loadu_si128(src.as_ptr().add(i).cast()));
+            _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_mul_ps(f, m));
+        }
+    }
+    for i in body..n {
+        dst[i] = super::f16_to_f32(src[i]) * mul;
+    }
 }

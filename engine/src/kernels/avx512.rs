@@ -1,6 +1,7 @@
-// x86-64 AVX-512 (F/BW/VL + VNNI) kernels for the 32-element formats: two blocks per 512-bit
-// register and `vpdpbusd` for the integer part, the f32 lane accumulation kept exactly as in
-// `blocks` (so results equal the scalar path bit for bit). Other types use the AVX2 kernels.
+// x86-64 AVX-512 (F/BW/VL + VNNI) kernels. 32-element formats: two blocks per 512-bit register
+// and `vpdpbusd` for the integer part. K-quant prefill tiles: 64 codes per register and
+// `vpdpwssd` folding the sub-block scales in. The f32 lane accumulation is kept exactly as in
+// `blocks` (so results equal the scalar path bit for bit). Other cases use the AVX2 kernels.
 
 use super::act::{ActRow, Acts};
 use super::blocks::*;
@@ -10,6 +11,9 @@ use std::arch::x86_64::*;
 
 /// Tokens per prefill tile.
 const TILE: usize = 8;
+/// Tokens per K-quant prefill tile (batches smaller than this, decode among them, take the AVX2
+/// K-quant kernels).
+const KTILE: usize = 8;
 
 /// AVX-512 rows kernel (see [`super::RowsFn`]).
 ///
@@ -70,9 +74,34 @@ pub unsafe fn rows(ty: GgmlType, w: &[u8], nrows: usize, a: &Acts, out: *mut f32
                 dot_q8_0::<2, 1>,
                 dot_q8_0::<2, TILE>,
             ),
+            GgmlType::Q4_K if a.n >= KTILE => {
+                rows_k::<BlockQ4K>(w, nrows, a, out, stride, dot_q4_k::<1>, dot_q4_k::<KTILE>)
+            }
+            GgmlType::Q5_K if a.n >= KTILE => {
+                rows_k::<BlockQ5K>(w, nrows, a, out, stride, dot_q5_k::<1>, dot_q5_k::<KTILE>)
+            }
+            GgmlType::Q6_K if a.n >= KTILE => {
+                rows_k::<BlockQ6K>(w, nrows, a, out, stride, dot_q6_k::<1>, dot_q6_k::<KTILE>)
+            }
             other => super::avx2::rows(other, w, nrows, a, out, stride),
         }
     }
+}
+
+/// K-quant prefill: one row at a time against tiles of [`KTILE`] tokens (see `rows_tiled`).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn rows_k<B: Block>(
+    w: &[u8],
+    nrows: usize,
+    a: &Acts,
+    out: *mut f32,
+    stride: usize,
+    dot1: super::RowDotFn<B, 1>,
+    dott: super::RowDotFn<B, KTILE>,
+) {
+    // SAFETY: features enabled on this function; the rest is the caller's contract. Weights
+    // are reused by every token tile, so they come from cache: no software prefetch.
+    unsafe { super::rows_tiled::<B, KTILE>(w, nrows, a, out, stride, dot1, dott, |_| {}) }
 }
 
 /// `R` rows against `T` tokens.
@@ -428,5 +457,184 @@ unsafe fn dot_q8_0<const R: usize, const T: usize>(
                 )
             },
         )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// K-quants (against Q8_K): 64 codes per register; `maddubs` pairs then `vpdpwssd` with the
+// sub-block scale of each i16 pair; the two 256-bit halves are added before the f32 step, so
+// lane k holds Σ_sub-blocks sc·(elements 4k..4k+3), as the AVX2 kernels and `blocks`.
+
+/// Lanes 0..8 + lanes 8..16.
+#[inline(always)]
+unsafe fn fold(v: __m512i) -> __m256i {
+    // SAFETY: register ops.
+    unsafe { _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v)) }
+}
+
+/// i16 lanes 0..16 = `lo`, 16..32 = `hi` (sub-block scales, or per-half `srlv_epi16` counts).
+#[inline(always)]
+unsafe fn scale_pair(lo: u8, hi: u8) -> __m512i {
+    // SAFETY: register ops.
+    unsafe {
+        _mm512_inserti64x4::<1>(
+            _mm512_castsi256_si512(_mm256_set1_epi16(lo as i16)),
+            _mm256_set1_epi16(hi as i16),
+        )
+    }
+}
+
+/// The 64 nibble codes of Q4_K/Q5_K chunk `c` (32 bytes at `qs`): low nibbles (sub-block 2c)
+/// then high nibbles (2c + 1).
+#[inline(always)]
+unsafe fn k_nibbles(qs: *const u8) -> __m512i {
+    // SAFETY: `qs` points at 32 readable bytes.
+    unsafe {
+        let y = _mm256_loadu_si256(qs.cast());
+        let z = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(y), _mm256_srli_epi16(y, 4));
+        _mm512_and_si512(z, _mm512_set1_epi8(15))
+    }
+}
+
+/// `Σ_c dpwssd(maddubs(w(c), x_t(c)), scale(c))` over the 4 chunks of super-block `i`.
+#[inline(always)]
+unsafe fn k_sumi<const T: usize>(
+    xs: &[ActRow; T],
+    i: usize,
+    w: impl Fn(usize) -> __m512i,
+    sc: &[u8; 8],
+) -> [__m512i; T] {
+    // SAFETY: AVX-512 BW/VNNI in every caller; activations hold 256 codes per super-block.
+    unsafe {
+        let mut sumi = [_mm512_setzero_si512(); T];
+        for c in 0..4 {
+            let w = w(c);
+            let s = scale_pair(sc[2 * c], sc[2 * c + 1]);
+            for t in 0..T {
+                let x = _mm512_loadu_si512(xs[t].qs.as_ptr().add(i * QK_K + 64 * c).cast());
+                sumi[t] = _mm512_dpwssd_epi32(sumi[t], _mm512_maddubs_epi16(w, x), s);
+            }
+        }
+        sumi
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn dot_q4_k<const T: usize>(bs: &[BlockQ4K], xs: &[ActRow; T]) -> [f32; T] {
+    // SAFETY: features enabled here; activations hold 16 sums per super-block.
+    unsafe {
+        let mut acc = [_mm256_setzero_ps(); T];
+        let mut accm = [_mm_setzero_ps(); T];
+        for (i, b) in bs.iter().enumerate() {
+            let (sc, mn) = super::avx2::k_scales(&b.scales);
+            let (dw, mw) = (f16s(b.d), f16s(b.dmin));
+            let sumi = k_sumi(xs, i, |c| k_nibbles(b.qs.as_ptr().add(32 * c)), &sc);
+            for t in 0..T {
+                let dx = *xs[t].d.get_unchecked(i);
+                let lanes = _mm256_cvtepi32_ps(fold(sumi[t]));
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * dw), lanes, acc[t]);
+                let prod = super::avx2::k_min_lanes(mn, xs[t].bsums.as_ptr().add(16 * i));
+                accm[t] = _mm_fmadd_ps(_mm_set1_ps(-dx * mw), _mm_cvtepi32_ps(prod), accm[t]);
+            }
+        }
+        std::array::from_fn(|t| {
+            let m = accm[t];
+            let m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+            let m = _mm_add_ss(m, _mm_movehdup_ps(m));
+            hsum(acc[t]) + _mm_cvtss_f32(m)
+        })
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn dot_q5_k<const T: usize>(bs: &[BlockQ5K], xs: &[ActRow; T]) -> [f32; T] {
+    // SAFETY: features enabled here; `qh` is 32 bytes.
+    unsafe {
+        let mut acc = [_mm256_setzero_ps(); T];
+        let mut mins = [0.0f32; T];
+        let one = _mm512_set1_epi8(1);
+        for (i, b) in bs.iter().enumerate() {
+            let (sc, mn) = super::avx2::k_scales(&b.scales);
+            let (dw, mw) = (f16s(b.d), f16s(b.dmin));
+            let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(b.qh.as_ptr().cast()));
+            let w = |c: usize| {
+                // Bit 2c (lower half) / 2c + 1 (upper half) of each qh byte, moved to bit 4;
+                // only bit 0 of each byte survives the mask, so 16-bit shifts do not leak.
+                let n = scale_pair(2 * c as u8, 2 * c as u8 + 1);
+                let h = _mm512_and_si512(_mm512_srlv_epi16(qh, n), one);
+                _mm512_or_si512(
+                    k_nibbles(b.qs.as_ptr().add(32 * c)),
+                    _mm512_slli_epi16(h, 4),
+                )
+            };
+            let sumi = k_sumi(xs, i, w, &sc);
+            for t in 0..T {
+                let dx = *xs[t].d.get_unchecked(i);
+                let lanes = _mm256_cvtepi32_ps(fold(sumi[t]));
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * dw), lanes, acc[t]);
+                let prod = super::avx2::k_min_lanes(mn, xs[t].bsums.as_ptr().add(16 * i));
+                let m = _mm_add_epi32(prod, _mm_shuffle_epi32(prod, 0b01_00_11_10));
+                let m = _mm_add_epi32(m, _mm_shuffle_epi32(m, 0b10_11_00_01));
+                mins[t] = (-dx * mw).mul_add(_mm_cvtsi128_si32(m) as f32, mins[t]);
+            }
+        }
+        std::array::from_fn(|t| hsum(acc[t]) + mins[t])
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn dot_q6_k<const T: usize>(bs: &[BlockQ6K], xs: &[ActRow; T]) -> [f32; T] {
+    // SAFETY: features enabled here; block fields have the sizes read below.
+    unsafe {
+        let mut acc = [_mm256_setzero_ps(); T];
+        let m4 = _mm512_set1_epi8(15);
+        let m3 = _mm512_set1_epi8(3);
+        // Byte j of a 32-byte run picks scale j / 8 of four (the shuffle works per 128 bits;
+        // the four scale bytes are in both halves).
+        let spread = _mm256_setr_epi8(
+            0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3,
+            3, 3, 3,
+        );
+        let scales4 = |p: *const i8| {
+            let v = _mm256_set1_epi32(i32::from_le_bytes(*p.cast::<[u8; 4]>()));
+            _mm512_cvtepi8_epi16(_mm256_shuffle_epi8(v, spread))
+        };
+        for (i, b) in bs.iter().enumerate() {
+            let mut sumi = [_mm512_setzero_si512(); T];
+            for n in 0..2 {
+                // Codes 0..64 (the −32 is applied through the block sums below): the 64
+                // elements 128n..128n+64 (q01) and 128n+64..128n+128 (q23).
+                let ql = _mm512_loadu_si512(b.ql.as_ptr().add(64 * n).cast());
+                let qh =
+                    _mm512_broadcast_i64x4(_mm256_loadu_si256(b.qh.as_ptr().add(32 * n).cast()));
+                let h = |lo: u8, hi: u8| {
+                    let n = scale_pair(lo, hi);
+                    _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, n), m3), 4)
+                };
+                let q01 = _mm512_or_si512(_mm512_and_si512(ql, m4), h(0, 2));
+                let q23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), h(4, 6));
+                let s01 = scales4(b.scales.as_ptr().add(8 * n));
+                let s23 = scales4(b.scales.as_ptr().add(8 * n + 4));
+                for t in 0..T {
+                    let x = xs[t].qs.as_ptr().add(i * QK_K + 128 * n);
+                    let x01 = _mm512_loadu_si512(x.cast());
+                    let x23 = _mm512_loadu_si512(x.add(64).cast());
+                    sumi[t] = _mm512_dpwssd_epi32(sumi[t], _mm512_maddubs_epi16(q01, x01), s01);
+                    sumi[t] = _mm512_dpwssd_epi32(sumi[t], _mm512_maddubs_epi16(q23, x23), s23);
+                }
+            }
+            // −32 · (sc_{2k}·bs_{2k} + sc_{2k+1}·bs_{2k+1}) from lane k.
+            let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.scales.as_ptr().cast()));
+            let dw = f16s(b.d);
+            for t in 0..T {
+                let bsums = _mm256_loadu_si256(xs[t].bsums.as_ptr().add(16 * i).cast());
+                let corr = _mm256_slli_epi32(_mm256_madd_epi16(bsums, sc16), 5);
+                let lanes = _mm256_sub_epi32(fold(sumi[t]), corr);
+                let dx = *xs[t].d.get_unchecked(i);
+                acc[t] =
+                    _mm256_fmadd_ps(_mm256_set1_ps(dx * dw), _mm256_cvtepi32_ps(lanes), acc[t]);
+            }
+        }
+        acc.map(|v| hsum(v))
     }
 }

@@ -36,7 +36,7 @@ mod neon;
 mod tests;
 
 use crate::gguf::GgmlType;
-use act::{ActBuf, ActKind, ActRow, Acts};
+use act::{ActBuf, ActKind, ActRow, Acts, Par};
 use blocks::*;
 
 /// A weight matrix as laid out in GGUF.
@@ -92,12 +92,13 @@ impl MatmulScratch {
         x: &'s [f32],
         n: usize,
         cols: usize,
+        par: Par<'_>,
     ) -> Acts<'s> {
         let buf = match kind {
             ActKind::Q8K => &mut self.q8k,
             _ => &mut self.q8,
         };
-        buf.quantize(kind, isa, x, n, cols)
+        buf.quantize(kind, isa, x, n, cols, par)
     }
 }
 
@@ -416,7 +417,18 @@ impl Kernels {
                     ng += 1;
                 }
             }
-            let acts = scratch.quantize(kind, self.isa, x, n_tokens, cols);
+            // Prefill batches quantize their token rows in parallel; a decode row is too small
+            // to pay for a parallel region.
+            let run = |c: usize, f: &(dyn Fn(usize, usize) + Sync)| self.team.run(c, f);
+            let par = Par {
+                chunks: if n_tokens >= 4 {
+                    n_tokens.min(4 * self.threads())
+                } else {
+                    1
+                },
+                run: &run,
+            };
+            let acts = scratch.quantize(kind, self.isa, x, n_tokens, cols, par);
             self.run_group(jobs, &group[..ng], &acts);
         }
     }
@@ -595,6 +607,30 @@ pub fn f32_to_f16(f: f32) -> u16 {
     sign | r as u16
 }
 
+/// `dst[i] = f32_to_f16(src[i])` over the common length.
+pub fn f32_to_f16_slice(dst: &mut [u16], src: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if fast_f16() {
+        // SAFETY: F16C/AVX2 presence checked by `fast_f16`.
+        return unsafe { avx2::f32_to_f16_slice(dst, src) };
+    }
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = f32_to_f16(s);
+    }
+}
+
+/// `dst[i] = f16_to_f32(src[i]) · mul` over the common length.
+pub fn f16_to_f32_slice(dst: &mut [f32], src: &[u16], mul: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if fast_f16() {
+        // SAFETY: F16C/AVX2 presence checked by `fast_f16`.
+        return unsafe { avx2::f16_to_f32_slice(dst, src, mul) };
+    }
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = f16_to_f32(s) * mul;
+    }
+}
+
 /// Σ f16(k[i]) · q[i].
 pub fn dot_f16(k: &[u16], q: &[f32]) -> f32 {
     assert_eq!(k.len(), q.len(), "dot_f16: lengths differ");
@@ -650,6 +686,36 @@ pub fn mad_f16(y: &mut [u16], x: &[u16], a: f32) {
         return unsafe { avx2::mad_f16(y, x, a) };
     }
     scalar::mad_f16(y, x, a)
+}
+
+/// Online-softmax attention of one query head over `n_pos` cached f16 positions (keys at
+/// `k[p*stride..]`, values at `v[p*stride..]`) with llama.cpp's flash-attention arithmetic (see
+/// `scalar::attend_f16`); `acc` (f16, zeroed by the caller) receives the unnormalized output.
+/// Returns the softmax denominator.
+pub fn attend_f16(
+    k: &[u16],
+    v: &[u16],
+    stride: usize,
+    n_pos: usize,
+    q16: &[f32],
+    scale: f32,
+    acc: &mut [u16],
+) -> f32 {
+    let hd = q16.len();
+    assert!(
+        acc.len() == hd
+            && (n_pos == 0 || k.len().min(v.len()) >= (n_pos - 1) * stride + hd),
+        "attend_f16: {n_pos} positions × stride {stride} + head {hd} exceed the cache ({} keys, {} values) or acc ({})",
+        k.len(),
+        v.len(),
+        acc.len()
+    );
+    #[cfg(target_arch = "x86_64")]
+    if fast_f16() && hd.is_multiple_of(64) {
+        // SAFETY: AVX2/FMA/F16C presence checked by `fast_f16`; lengths asserted above.
+        return unsafe { avx2::attend_f16(k, v, stride, n_pos, q16, scale, acc) };
+    }
+    scalar::attend_f16(k, v, stride, n_pos, q16, scale, acc)
 }
 
 /// y = f16(y · a) on f16 storage.

@@ -166,3 +166,36 @@ pub fn scale_f16(y: &mut [u16], a: f32) {
         *y = f32_to_f16(f16_to_f32(*y) * a);
     }
 }
+
+/// Online-softmax attention of one f16 query head (`q16`, f16-exact values) over `n_pos` cached
+/// positions, position `p`'s key at `k[p*stride..]` and value at `v[p*stride..]`, with ggml's
+/// flash-attention arithmetic: score = dot·scale; a new maximum rescales the f16 accumulator
+/// `acc` by `exp(m_old − m)`, otherwise the value is weighted by `exp(score − m)`; each value is
+/// added with `mad_f16`. Returns the softmax denominator.
+pub fn attend_f16(
+    k: &[u16],
+    v: &[u16],
+    stride: usize,
+    n_pos: usize,
+    q16: &[f32],
+    scale: f32,
+    acc: &mut [u16],
+) -> f32 {
+    let hd = q16.len();
+    let (mut m, mut s) = (f32::NEG_INFINITY, 0.0f32);
+    for p in 0..n_pos {
+        let at = p * stride;
+        let score = dot_f16_f16(&k[at..at + hd], q16) * scale;
+        let (mut ms, mut vs) = (1.0f32, 1.0f32);
+        if score > m {
+            ms = (m - score).exp();
+            m = score;
+            scale_f16(acc, ms);
+        } else {
+            vs = (score - m).exp();
+        }
+        mad_f16(acc, &v[at..at + hd], vs);
+        s = s.mul_add(ms, vs);
+    }
+    s
+}

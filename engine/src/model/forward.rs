@@ -9,8 +9,8 @@
 use super::ops::{add_in_place, rmsnorm, rope_apply, rope_table, swiglu};
 use super::{Model, ModelError};
 use crate::kernels::{
-    dequantize_row, dot_f16_f16, f16_to_f32, f32_to_f16, mad_f16, scale_f16, Kernels, MatJob,
-    MatmulScratch, QMatrix,
+    attend_f16, dequantize_row, f16_to_f32_slice, f32_to_f16_slice, Kernels, MatJob, MatmulScratch,
+    QMatrix,
 };
 use crate::weights::{Phase, TensorId, Weight, WeightSource};
 
@@ -281,14 +281,7 @@ fn forward_pass<'s>(
         obs.layer_begin(lu);
 
         obs.op_begin(lu, OpKind::AttnNorm);
-        for t in 0..n {
-            rmsnorm(
-                &mut st.xb[t * d..(t + 1) * d],
-                &st.x[t * d..(t + 1) * d],
-                &lw.attn_norm,
-                c.rms_eps,
-            );
-        }
+        norm_rows(kern, n, d, &mut st.xb, &st.x, &lw.attn_norm, c.rms_eps);
         obs.op_end(lu, OpKind::AttnNorm, &[]);
 
         // q, k, v = xb · Wq, Wk, Wv (+ bias)
@@ -330,30 +323,29 @@ fn forward_pass<'s>(
 
         // RoPE on q and k, then store k, v (f16) at their positions.
         obs.op_begin(lu, OpKind::Rope);
-        for t in 0..n {
-            let (cs, sn) = (
-                &st.cos[t * half..(t + 1) * half],
-                &st.sin[t * half..(t + 1) * half],
-            );
-            for h in st.q[t * qd..(t + 1) * qd].chunks_exact_mut(hd) {
-                rope_apply(h, cs, sn, c.rope_style);
-            }
-            for h in st.k[t * kvd..(t + 1) * kvd].chunks_exact_mut(hd) {
-                rope_apply(h, cs, sn, c.rope_style);
-            }
-            let at = kv.at(l, pos + t);
-            for (dst, &s) in kv.k[at..at + kvd]
-                .iter_mut()
-                .zip(&st.k[t * kvd..(t + 1) * kvd])
-            {
-                *dst = f32_to_f16(s);
-            }
-            for (dst, &s) in kv.v[at..at + kvd]
-                .iter_mut()
-                .zip(&st.v[t * kvd..(t + 1) * kvd])
-            {
-                *dst = f32_to_f16(s);
-            }
+        {
+            let (q, k, v) = (Rows::new(&mut st.q), Rows::new(&mut st.k), &st.v);
+            let (cos, sin) = (&st.cos, &st.sin);
+            let at = kv.at(l, pos);
+            let kc = Rows::new(&mut kv.k[at..at + n * kvd]);
+            let vc = Rows::new(&mut kv.v[at..at + n * kvd]);
+            per_token(kern, n, &|t| {
+                let (cs, sn) = (
+                    &cos[t * half..(t + 1) * half],
+                    &sin[t * half..(t + 1) * half],
+                );
+                // SAFETY: token `t` alone touches row `t` of each buffer.
+                let (qt, kt, kct, vct) =
+                    unsafe { (q.row(t, qd), k.row(t, kvd), kc.row(t, kvd), vc.row(t, kvd)) };
+                for h in qt.chunks_exact_mut(hd) {
+                    rope_apply(h, cs, sn, c.rope_style);
+                }
+                for h in kt.chunks_exact_mut(hd) {
+                    rope_apply(h, cs, sn, c.rope_style);
+                }
+                f32_to_f16_slice(kct, kt);
+                f32_to_f16_slice(vct, &v[t * kvd..(t + 1) * kvd]);
+            });
         }
         obs.op_end(lu, OpKind::Rope, &[]);
 
@@ -362,15 +354,15 @@ fn forward_pass<'s>(
         {
             let kvr: &KvCache = kv;
             let q = &st.q;
-            let att = OutPtr(st.att.as_mut_ptr());
+            let att = Rows::new(&mut st.att[..n * qd]);
             let tasks = n * n_head;
             let chunks = tasks.min(4 * kern.threads() * 4).max(1);
             kern.parallel(chunks, &|c, _| {
                 for i in c * tasks / chunks..(c + 1) * tasks / chunks {
                     let (t, h) = (i / n_head, i % n_head);
                     let qh = &q[t * qd + h * hd..t * qd + (h + 1) * hd];
-                    // SAFETY: task `i` alone writes `att[i*hd..(i+1)*hd]`, inside `n * qd`.
-                    let out = unsafe { std::slice::from_raw_parts_mut(att.at(i * hd), hd) };
+                    // SAFETY: task `i` alone writes row `i` of width `hd` (`n * qd` in all).
+                    let out = unsafe { att.row(i, hd) };
                     attend(kvr, l, pos + t, h / group, qh, scale, out);
                 }
             });
@@ -390,17 +382,10 @@ fn forward_pass<'s>(
             );
             obs.op_end(lu, OpKind::AttnOut, &[(lw.wo, &wo)]);
         }
-        add_in_place(&mut st.x[..n * d], &st.proj[..n * d]);
+        add_rows(kern, n, d, &mut st.x, &st.proj);
 
         obs.op_begin(lu, OpKind::FfnNorm);
-        for t in 0..n {
-            rmsnorm(
-                &mut st.xb[t * d..(t + 1) * d],
-                &st.x[t * d..(t + 1) * d],
-                &lw.ffn_norm,
-                c.rms_eps,
-            );
-        }
+        norm_rows(kern, n, d, &mut st.xb, &st.x, &lw.ffn_norm, c.rms_eps);
         obs.op_end(lu, OpKind::FfnNorm, &[]);
 
         // gate, up = xb · Wg, Wu; gate = silu(gate) * up
@@ -424,7 +409,14 @@ fn forward_pass<'s>(
             );
             obs.op_end(lu, OpKind::FfnGateUp, &[(lw.w_gate, &wg), (lw.w_up, &wu)]);
         }
-        swiglu(&mut st.gate[..n * ff], &st.up[..n * ff]);
+        {
+            // Row by row, as ggml's GLU op (the SIMD body and libm tail are per row).
+            let (gate, up) = (Rows::new(&mut st.gate), &st.up);
+            per_token(kern, n, &|t| {
+                // SAFETY: token `t` alone touches row `t`.
+                swiglu(unsafe { gate.row(t, ff) }, &up[t * ff..(t + 1) * ff])
+            });
+        }
 
         // x += gate · Wdown
         obs.op_begin(lu, OpKind::FfnDown);
@@ -439,7 +431,7 @@ fn forward_pass<'s>(
             );
             obs.op_end(lu, OpKind::FfnDown, &[(lw.w_down, &wd)]);
         }
-        add_in_place(&mut st.x[..n * d], &st.proj[..n * d]);
+        add_rows(kern, n, d, &mut st.x, &st.proj);
         obs.layer_end(lu);
     }
 
@@ -498,44 +490,87 @@ fn attend(
 ) {
     let hd = qh.len();
     assert!(hd <= MAX_HEAD_DIM, "head dim {hd} exceeds {MAX_HEAD_DIM}");
+    let mut h16 = [0u16; MAX_HEAD_DIM];
+    f32_to_f16_slice(&mut h16[..hd], qh);
     let mut q16 = [0.0f32; MAX_HEAD_DIM];
-    for (d, &s) in q16.iter_mut().zip(qh) {
-        *d = f16_to_f32(f32_to_f16(s));
-    }
+    f16_to_f32_slice(&mut q16[..hd], &h16[..hd], 1.0);
     let q16 = &q16[..hd];
     let mut acc = [0u16; MAX_HEAD_DIM];
     let acc = &mut acc[..hd];
-    let mut m = f32::NEG_INFINITY;
-    let mut s = 0.0f32;
-    for p in 0..=last {
-        let at = kv.at(l, p) + kvh * hd;
-        let score = dot_f16_f16(&kv.k[at..at + hd], q16) * scale;
-        let (mut ms, mut vs) = (1.0f32, 1.0f32);
-        if score > m {
-            ms = (m - score).exp();
-            m = score;
-            scale_f16(acc, ms);
-        } else {
-            vs = (score - m).exp();
-        }
-        mad_f16(acc, &kv.v[at..at + hd], vs);
-        s = s.mul_add(ms, vs);
-    }
+    let base = kv.at(l, 0) + kvh * hd;
+    let s = attend_f16(
+        &kv.k[base..],
+        &kv.v[base..],
+        kv.kv_dim,
+        last + 1,
+        q16,
+        scale,
+        acc,
+    );
     let inv = if s == 0.0 { 0.0 } else { 1.0 / s };
-    for (o, &a) in out.iter_mut().zip(acc.iter()) {
-        *o = f16_to_f32(a) * inv;
-    }
+    f16_to_f32_slice(out, acc, inv);
 }
 
-/// The attention output, written by disjoint tasks.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-impl OutPtr {
-    fn at(self, i: usize) -> *mut f32 {
-        self.0.wrapping_add(i)
+/// `f(t)` for every token `t < n`: spread over the workers for a batch, inline for a few tokens
+/// (one decode token is too little work to pay for a parallel region).
+fn per_token(kern: &Kernels, n: usize, f: &(dyn Fn(usize) + Sync)) {
+    if n < 4 || kern.threads() == 1 {
+        (0..n).for_each(f);
+        return;
+    }
+    let chunks = n.min(4 * kern.threads());
+    kern.parallel(chunks, &|c, _| {
+        (c * n / chunks..(c + 1) * n / chunks).for_each(f)
+    });
+}
+
+/// `out[t] = rmsnorm(x[t]) · w` for the `n` token rows of width `d`.
+fn norm_rows(kern: &Kernels, n: usize, d: usize, out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
+    let out = Rows::new(&mut out[..n * d]);
+    // SAFETY: token `t` alone touches row `t`.
+    per_token(kern, n, &|t| {
+        rmsnorm(unsafe { out.row(t, d) }, &x[t * d..(t + 1) * d], w, eps)
+    });
+}
+
+/// `x[t] += y[t]` for the `n` token rows of width `d`.
+fn add_rows(kern: &Kernels, n: usize, d: usize, x: &mut [f32], y: &[f32]) {
+    let x = Rows::new(&mut x[..n * d]);
+    // SAFETY: token `t` alone touches row `t`.
+    per_token(kern, n, &|t| {
+        add_in_place(unsafe { x.row(t, d) }, &y[t * d..(t + 1) * d])
+    });
+}
+
+/// A buffer that parallel tasks write in disjoint rows.
+struct Rows<T>(*mut T, usize);
+impl<T> Clone for Rows<T> {
+    fn clone(&self) -> Self {
+        *self
     }
 }
-// SAFETY: tasks write disjoint ranges while `forward_pass` holds the `&mut` borrow.
-unsafe impl Send for OutPtr {}
+impl<T> Copy for Rows<T> {}
+impl<T> Rows<T> {
+    fn new(buf: &mut [T]) -> Self {
+        Rows(buf.as_mut_ptr(), buf.len())
+    }
+    /// Row `t` of width `w` (bounds-checked).
+    ///
+    /// # Safety
+    /// The buffer `new` was given is not otherwise used meanwhile, and no two live references
+    /// to the same row exist.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn row<'a>(&self, t: usize, w: usize) -> &'a mut [T] {
+        assert!(
+            (t + 1) * w <= self.1,
+            "row {t} of width {w} outside {} elements",
+            self.1
+        );
+        // SAFETY: in bounds (asserted); exclusivity is the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(t * w), w) }
+    }
+}
+// SAFETY: tasks write disjoint rows while the `&mut` borrow `new` took is still held.
+unsafe impl<T: Send> Send for Rows<T> {}
 // SAFETY: as above.
-unsafe impl Sync for OutPtr {}
+unsafe impl<T: Send> Sync for Rows<T> {}
