@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Engine library and binary tests (cargo test), plus rustfmt and clippy hygiene.
+# Engine library and binary tests (cargo test --workspace, release), on the default model.
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 need_rust

@@ -255,12 +255,14 @@ impl ActBuf {
     }
 }
 
-/// How [`ActBuf::quantize`] may spread token rows over threads: `run(chunks, f)` calls
-/// `f(c, worker)` for every `c < chunks`.
+/// A parallel-for: `run(chunks, f)` calls `f(c, worker)` for every `c < chunks`.
+pub type RunFn<'a> = dyn Fn(usize, &(dyn Fn(usize, usize) + Sync)) + Sync + 'a;
+
+/// How [`ActBuf::quantize`] may spread token rows over threads.
 #[derive(Clone, Copy)]
 pub struct Par<'r> {
     pub chunks: usize,
-    pub run: &'r (dyn Fn(usize, &(dyn Fn(usize, usize) + Sync)) + Sync),
+    pub run: &'r RunFn<'r>,
 }
 
 impl Par<'static> {

@@ -215,16 +215,16 @@ unsafe fn nibbles1(p: *const u8) -> __m256i {
     }
 }
 
-/// `fma(d0, lanes 0..8, acc)` then `fma(d1, lanes 8..16, acc)`: two blocks in block order.
+/// `fma(d[0..8], lanes 0..8, acc)` then `fma(d[8..16], lanes 8..16, acc)`: two blocks in block
+/// order, each block's scale product spread over its half of `d`.
 #[inline(always)]
-unsafe fn fma_pair(acc: __m256, d0: f32, d1: f32, lanes: __m512i) -> __m256 {
+unsafe fn fma_pair(acc: __m256, d: __m512, lanes: __m512i) -> __m256 {
     // SAFETY: register ops.
     unsafe {
         let f = _mm512_cvtepi32_ps(lanes);
-        let lo = _mm512_castps512_ps256(f);
-        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(f)));
-        let acc = _mm256_fmadd_ps(_mm256_set1_ps(d0), lo, acc);
-        _mm256_fmadd_ps(_mm256_set1_ps(d1), hi, acc)
+        let hi = |v: __m512| _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+        let acc = _mm256_fmadd_ps(_mm512_castps512_ps256(d), _mm512_castps512_ps256(f), acc);
+        _mm256_fmadd_ps(hi(d), hi(f), acc)
     }
 }
 
@@ -258,11 +258,14 @@ unsafe fn dot_family<B, const R: usize, const T: usize, const OFF: i8, const MIN
         let mut acc = [[_mm256_setzero_ps(); T]; R];
         let mut mins = [[0.0f32; T]; R];
         let off = _mm512_set1_epi8(OFF);
+        // Spread two scales over the halves of a register: [v[a] × 8, v[b] × 8].
+        let spread_w = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
+        let spread_x = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
         let nb = rows[0].len();
         let mut i = 0;
         while i + 2 <= nb {
             let mut w = [_mm512_setzero_si512(); R];
-            let mut dw = [[0.0f32; 2]; R];
+            let mut dw = [_mm512_setzero_ps(); R];
             let mut mw = [[0.0f32; 2]; R];
             for r in 0..R {
                 let (b0, b1) = (&rows[r][i], &rows[r][i + 1]);
@@ -273,14 +276,12 @@ unsafe fn dot_family<B, const R: usize, const T: usize, const OFF: i8, const MIN
                 // Both blocks' f16 scale (and min) in one conversion: lanes d0, m0, d1, m1.
                 let ((d0, m0), (d1, m1)) = (dm(b0), dm(b1));
                 let bits = |d: [u8; 2], m: [u8; 2]| i32::from_le_bytes([d[0], d[1], m[0], m[1]]);
-                let mut v = [0.0f32; 4];
-                _mm_storeu_ps(
-                    v.as_mut_ptr(),
-                    _mm_cvtph_ps(_mm_setr_epi32(bits(d0, m0), bits(d1, m1), 0, 0)),
-                );
-                dw[r] = [v[0], v[2]];
+                let v = _mm_cvtph_ps(_mm_setr_epi32(bits(d0, m0), bits(d1, m1), 0, 0));
+                dw[r] = _mm512_permutexvar_ps(spread_w, _mm512_castps128_ps512(v));
                 if MIN {
-                    mw[r] = [v[1], v[3]];
+                    let mut m = [0.0f32; 4];
+                    _mm_storeu_ps(m.as_mut_ptr(), v);
+                    mw[r] = [m[1], m[3]];
                 }
             }
             for t in 0..T {
@@ -291,12 +292,16 @@ unsafe fn dot_family<B, const R: usize, const T: usize, const OFF: i8, const MIN
                     _mm512_setzero_si512()
                 };
                 let xd = xs[t].d.as_ptr().add(i);
+                // [dx0 × 8, dx1 × 8]: with `dw`, both blocks' scale products in one multiply
+                // (the same f32 products `dw · dx` as the scalar's).
+                let dx2 = _mm_castpd_ps(_mm_load_sd(xd.cast()));
+                let dx = _mm512_permutexvar_ps(spread_x, _mm512_castps128_ps512(dx2));
                 for r in 0..R {
                     let mut lanes = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[r], x);
                     if OFF != 0 {
                         lanes = _mm512_sub_epi32(lanes, corr);
                     }
-                    acc[r][t] = fma_pair(acc[r][t], dw[r][0] * *xd, dw[r][1] * *xd.add(1), lanes);
+                    acc[r][t] = fma_pair(acc[r][t], _mm512_mul_ps(dw[r], dx), lanes);
                     if MIN {
                         let s = xs[t].s.as_ptr().add(i);
                         mins[r][t] = mw[r][0].mul_add(*s, mins[r][t]);
