@@ -125,6 +125,18 @@ fn logged_run_with_tensor_trace() {
     );
     assert!(toks.windows(2).all(|w| w[0].t_ns < w[1].t_ns));
     assert_eq!(toks[0].phase, "prefill");
+    // RSS when each token was sampled (the timeline's RSS counter): present and plausible. Not
+    // bounded by the peak exactly: the kernel updates VmHWM lazily, so a sample can exceed the
+    // final VmHWM by a little (seen: 121.7 vs 121.5 MB).
+    for t in &toks {
+        let rss = t.rss_bytes.expect("tokens.jsonl carries rss_bytes");
+        assert!(
+            rss > 4 << 20 && rss <= met.peak_rss_bytes + met.peak_rss_bytes / 20,
+            "token {}: rss {rss} bytes vs peak {}",
+            t.index,
+            met.peak_rss_bytes
+        );
+    }
 
     // Stages: one prefill pass, n-1 decode passes, n samples; every stage closed and nested
     // within `run`.

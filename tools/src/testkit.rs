@@ -278,6 +278,10 @@ pub const SYNTH_BASE: u64 = 5_000_000_000_000;
 pub const SYNTH_DEVICE_BPS: f64 = 900.0e6;
 /// The generation thread of synthetic runs.
 pub const SYNTH_TID: u32 = 4242;
+/// RSS of a synthetic run at token 0.
+pub const RSS_BASE: u64 = 60 << 20;
+/// RSS growth per token of a synthetic run (the KV cache filling).
+pub const RSS_STEP: u64 = 36 << 10;
 
 fn usage(major: u64) -> UsageDelta {
     UsageDelta {
@@ -557,6 +561,7 @@ pub fn write_synthetic_run(parent: &Path, name: &str, s: Synth) -> PathBuf {
             storage_read_bytes: Some(streamed + pass_faults * 131_072),
             streamed_bytes: streamed,
             stall_ns: stall_total,
+            rss_bytes: Some(RSS_BASE + k as u64 * RSS_STEP),
         });
         prev_token_t = t;
         t += 2_000;

@@ -100,6 +100,10 @@ pub struct TokenRecord {
     /// Streaming source: bytes streamed and compute stall for this token.
     pub streamed_bytes: u64,
     pub stall_ns: u64,
+    /// Resident set size (`/proc/self/statm`) when the token was sampled; absent in files
+    /// written before it was added, and when `/proc` is unreadable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_bytes: Option<u64>,
 }
 
 /// One line of `io.jsonl`: a streamed-chunk event.

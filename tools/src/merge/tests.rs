@@ -82,6 +82,7 @@ fn overlapping_stages_go_to_an_overflow_thread_and_stay_valid() {
             storage_read_bytes: None,
             streamed_bytes: 0,
             stall_ns: 0,
+            rss_bytes: None,
         }],
         ..RunData::default()
     };

@@ -410,6 +410,7 @@ fn token_spans(recs: &[TokenRecord], stages: &[StageSpan]) -> Vec<TokenSpan> {
                 storage_read_bytes: t.storage_read_bytes,
                 streamed_bytes: t.streamed_bytes,
                 stall_ns: t.stall_ns,
+                rss_bytes: t.rss_bytes,
             }
         })
         .collect()
@@ -863,8 +864,9 @@ fn attribute_stalls(run: &mut RunData) {
     }
 }
 
-/// Counters the run's records support: cumulative storage reads and streamed bytes (tokens),
-/// reads in flight (io), block requests in flight and cumulative major faults (bpftrace).
+/// Counters the run's records support: cumulative storage reads, streamed bytes and RSS
+/// (tokens), reads in flight (io), block requests in flight and cumulative major faults
+/// (bpftrace).
 fn add_counters(run: &mut RunData) {
     let mut toks: Vec<&TokenSpan> = run.tokens.iter().collect();
     toks.sort_by_key(|t| t.end_ns);
@@ -896,6 +898,16 @@ fn add_counters(run: &mut RunData) {
             name: "streamed bytes (cumulative)".into(),
             unit: Unit::Bytes,
             points: pts,
+        });
+    }
+    if toks.iter().any(|t| t.rss_bytes.is_some()) {
+        run.counters.push(CounterSeries {
+            name: "RSS bytes".into(),
+            unit: Unit::Bytes,
+            points: toks
+                .iter()
+                .filter_map(|t| Some((t.end_ns, t.rss_bytes? as f64)))
+                .collect(),
         });
     }
     let in_flight = |spans: Vec<(u64, u64)>| -> Vec<(u64, f64)> {

@@ -78,6 +78,8 @@ pub struct TokenSpan {
     pub streamed_bytes: u64,
     /// Streaming source: compute stalled on I/O for this token (ns).
     pub stall_ns: u64,
+    /// Resident set size when it was sampled (None in older run logs).
+    pub rss_bytes: Option<u64>,
 }
 
 /// One operator execution, from the tensor trace (its records grouped by op).

@@ -316,6 +316,7 @@ mod tests {
             storage_read_bytes: None,
             streamed_bytes: 0,
             stall_ns: 0,
+            rss_bytes: None,
         }
     }
 

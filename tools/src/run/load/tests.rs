@@ -3,7 +3,7 @@
 // refused, the device bound taken from the manifest.
 
 use super::*;
-use crate::testkit::{write_synthetic_run, Mode, Synth, SYNTH_DEVICE_BPS};
+use crate::testkit::{write_synthetic_run, Mode, Synth, RSS_BASE, RSS_STEP, SYNTH_DEVICE_BPS};
 
 fn synth(mode: Mode) -> (tempfile::TempDir, PathBuf) {
     let t = tempfile::tempdir().unwrap();
@@ -45,6 +45,43 @@ fn a_whole_stream_run_loads_every_input() {
     assert_eq!(run.weights_mode.as_deref(), Some("stream"));
     // Reads are paired submit → complete, never backwards.
     assert!(run.io.iter().all(|r| r.complete_ns >= r.submit_ns));
+}
+
+#[test]
+fn rss_per_token_becomes_a_counter_and_older_logs_have_none() {
+    let (_t, d) = synth(Mode::Stream);
+    let run = load(&d).unwrap();
+    let rss = run
+        .counters
+        .iter()
+        .find(|c| c.name == "RSS bytes")
+        .expect("an RSS counter");
+    let want: Vec<(u64, f64)> = run
+        .tokens
+        .iter()
+        .enumerate()
+        .map(|(k, t)| (t.end_ns, (RSS_BASE + k as u64 * RSS_STEP) as f64))
+        .collect();
+    assert_eq!(rss.points, want);
+    // A tokens.jsonl from before the field existed: same run, no RSS, no counter.
+    let path = d.join(TOKENS);
+    let old: String = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            if let Some(o) = v.as_object_mut() {
+                o.remove("rss_bytes");
+            }
+            format!("{v}\n")
+        })
+        .collect();
+    assert!(!old.contains("rss_bytes"));
+    std::fs::write(&path, old).unwrap();
+    let run = load(&d).unwrap();
+    assert!(matches!(state(&run, TOKENS), InputState::Loaded(_)));
+    assert!(run.tokens.iter().all(|t| t.rss_bytes.is_none()));
+    assert!(run.counters.iter().all(|c| c.name != "RSS bytes"));
 }
 
 #[test]
