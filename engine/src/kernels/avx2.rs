@@ -1,6 +1,7 @@
 // x86-64 AVX2 + FMA + F16C kernels: one dot kernel per weight type, generic over how many tokens
-// share each unpacked weight block (1 for decode, 4 for prefill tiles), the rows driver, and the
-// f16 attention helpers. Same names and results as `scalar.rs` up to f32 summation order.
+// share each unpacked weight block (1 for decode, 4 for prefill tiles), the rows driver, the
+// activation quantizers, attention and the f16 helpers. Same names and results as `scalar.rs`
+// (bit for bit for the quantized types; f32/f16 weights up to f32 summation order).
 
 use super::act::{ActRow, Acts};
 use super::blocks::*;
