@@ -339,12 +339,15 @@ step_install() {
 # --- 5. session --------------------------------------------------------------------------------
 RUNS_DIR=/var/log/flashslim/runs
 RUN_ID=""
+# Seconds a guest soft lockup may last before the session is given up (the kernel reports one
+# every ~26 s while it lasts).
+LOCKUP_S=100
 session_journal() {
     vm_ssh 'journalctl -b --no-pager -o short-monotonic -u flashslim-profile.service -u flashslim-profile.target' \
         >"$VM_DIR/session-journal.txt" 2>&1 || true
 }
 step_session() {
-    local before after rc="" t0 now last_note=0
+    local before after rc="" t0 now last_note=0 lockup
     before="$(vm_ssh "ls -1 $RUNS_DIR 2>/dev/null" || true)"
     # The blocking `systemctl start flashslim-profile.target` returns when the session ended,
     # non-zero if it failed. It runs in the guest as a transient unit, so a dropped ssh
@@ -363,6 +366,14 @@ step_session() {
             die "the session did not finish within ${session_timeout}s (--timeout); guest journal: $VM_DIR/session-journal.txt"
         fi
         qemu_alive || die "qemu exited during the session; serial log: $SERIAL"
+        # A guest kernel stuck for minutes does not come back. Seen under TCG (once in ~10
+        # runs): soft lockups in syscall_trace_enter on both vCPUs while bpftrace attaches its
+        # tracepoints; the session then sits until --timeout. Fail now, with the reason.
+        lockup="$(grep -aoE 'soft lockup - CPU#[0-9]+ stuck for [0-9]+s' "$SERIAL" 2>/dev/null \
+            | awk '{ s = $NF; sub(/s$/, "", s); if (s + 0 >= LOCKUP_S) line = $0 } END { print line }' \
+                LOCKUP_S="$LOCKUP_S" || true)"
+        [[ -z "$lockup" ]] \
+            || die "guest kernel lockup during the session ($lockup); serial log: $SERIAL"
         rc="$(vm_ssh 'cat /run/flashslim-e2e/rc 2>/dev/null' 2>/dev/null || true)"
         [[ -n "$rc" ]] && break
         if (( now - last_note >= 60 )); then

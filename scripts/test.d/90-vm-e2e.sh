@@ -23,14 +23,25 @@ check() { if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi;
 # after 15 s: cpuprofile.bt needs 8-9 s to print its END maps under TCG and bpftrace 0.17 dies on
 # a second SIGINT (see docs/emulated-device.md).
 SCRIPTS="all"
+# A guest kernel lockup under TCG (e2e.sh names it: "guest kernel lockup") is the emulator's, not
+# ours (docs/emulated-device.md): that one failure gets a second, fresh run; any other failure, or
+# a second lockup, fails the suite. The first run's serial log is kept for the post-mortem.
 full_run() {
-    local out="$FLASHSLIM_ROOT/runs/vm-e2e/ci-x86_64"
-    if "$E2E" --arch x86_64 --out "$out" --scripts "$SCRIPTS"; then
-        log "vm-e2e: full run passed ($(cat "$out/vm/accel")): $(sed -n 's/^ok   \(complete\|files-verify\|second-pull\) *//p' "$out/assert.txt" | head -n 3 | paste -sd';')"
-    else
-        log "vm-e2e: FAILED: image/vm/e2e.sh --arch x86_64 (outputs: $out; assertions: $out/assert.txt; serial log: $out/vm/serial.log)"
-        return 1
-    fi
+    local out="$FLASHSLIM_ROOT/runs/vm-e2e/ci-x86_64" try
+    for try in 1 2; do
+        if "$E2E" --arch x86_64 --out "$out" --scripts "$SCRIPTS" 2>&1 | tee "$tmp/full-$try.log"; then
+            log "vm-e2e: full run passed ($(cat "$out/vm/accel")): $(sed -n 's/^ok   \(complete\|files-verify\|second-pull\) *//p' "$out/assert.txt" | head -n 3 | paste -sd';')"
+            return 0
+        fi
+        if (( try == 1 )) && grep -q 'guest kernel lockup during the session' "$tmp/full-$try.log"; then
+            cp "$out/vm/serial.log" "$out/../ci-x86_64-lockup-serial.log" 2>/dev/null || true
+            log "vm-e2e: the guest kernel locked up under TCG (serial log kept as runs/vm-e2e/ci-x86_64-lockup-serial.log); running the whole flow once more"
+            continue
+        fi
+        break
+    done
+    log "vm-e2e: FAILED: image/vm/e2e.sh --arch x86_64 (outputs: $out; assertions: $out/assert.txt; serial log: $out/vm/serial.log)"
+    return 1
 }
 check full_run
 
