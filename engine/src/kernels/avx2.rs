@@ -631,87 +631,59 @@ pub unsafe fn swiglu(gate: &mut [f32], up: &[f32]) {
     super::scalar::swiglu_tail(&mut gate[body..n], &up[body..n]);
 }
 
-/// See `scalar::dot_f16_f16`.
-///
-/// # Safety
-/// The CPU must have AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_f16_f16(k: &[u16], q: &[f32]) -> f32 {
-    let n = k.len().min(q.len());
-    let body = n - n % 64;
-    // SAFETY: loads stay below `body ≤ n`.
+/// `scalar::dot_f16_f16` over `n` elements, `n` a multiple of 64: 8 accumulators of 8 lanes over
+/// steps of 64 (lanes l and l+8 of ggml's 16-lane accumulator m in `a[2m]`, `a[2m+1]`), reduced
+/// pairwise. There is no tail, so the scalar's f64 step leaves the sum unchanged.
+#[inline(always)]
+unsafe fn dot_f16_f16_64(k: *const u16, q: *const f32, n: usize) -> f32 {
+    // SAFETY: AVX2/FMA/F16C in every caller; `k`, `q` hold `n` values.
     unsafe {
         let mut a = [_mm256_setzero_ps(); 8];
-        let mut i = 0;
-        while i < body {
+        for i in (0..n).step_by(64) {
             for (j, a) in a.iter_mut().enumerate() {
-                let kv = _mm256_cvtph_ps(_mm_loadu_si128(k.as_ptr().add(i + 8 * j).cast()));
-                *a = _mm256_fmadd_ps(kv, _mm256_loadu_ps(q.as_ptr().add(i + 8 * j)), *a);
+                let kv = _mm256_cvtph_ps(_mm_loadu_si128(k.add(i + 8 * j).cast()));
+                *a = _mm256_fmadd_ps(kv, _mm256_loadu_ps(q.add(i + 8 * j)), *a);
             }
-            i += 64;
         }
-        // Lanes l and l+8 of the 16-lane accumulators live in a[2m] and a[2m+1].
         let lo = _mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[2], a[6]));
         let hi = _mm256_add_ps(_mm256_add_ps(a[1], a[5]), _mm256_add_ps(a[3], a[7]));
         let t8 = _mm256_add_ps(hi, lo);
         let t4 = _mm_add_ps(_mm256_extractf128_ps(t8, 1), _mm256_castps256_ps128(t8));
         let s = _mm_add_ps(t4, _mm_movehl_ps(t4, t4));
-        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        let mut sum = _mm_cvtss_f32(s) as f64;
-        for j in body..n {
-            sum += (super::f16_to_f32(k[j]) * q[j]) as f64;
-        }
-        sum as f32
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
     }
 }
 
-/// See `scalar::mad_f16`.
-///
-/// # Safety
-/// The CPU must have AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn mad_f16(y: &mut [u16], x: &[u16], a: f32) {
-    let n = y.len().min(x.len());
-    let body = n - n % 8;
-    // SAFETY: loads and stores stay below `body ≤ n`.
+/// `scalar::mad_f16` (y = f16(fma(x, a, y))) over `n` elements, `n` a multiple of 8.
+#[inline(always)]
+unsafe fn mad_f16_8(y: *mut u16, x: *const u16, n: usize, a: f32) {
+    // SAFETY: AVX2/FMA/F16C in every caller; `y`, `x` hold `n` values.
     unsafe {
         let av = _mm256_set1_ps(a);
-        let mut i = 0;
-        while i < body {
-            let yp = y.as_mut_ptr().add(i);
-            let xv = _mm256_cvtph_ps(_mm_loadu_si128(x.as_ptr().add(i).cast()));
-            let yv = _mm256_cvtph_ps(_mm_loadu_si128(yp.cast()));
+        for i in (0..n).step_by(8) {
+            let xv = _mm256_cvtph_ps(_mm_loadu_si128(x.add(i).cast()));
+            let yv = _mm256_cvtph_ps(_mm_loadu_si128(y.add(i).cast()));
             let r = _mm256_fmadd_ps(xv, av, yv);
-            _mm_storeu_si128(yp.cast(), _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(r));
-            i += 8;
+            _mm_storeu_si128(
+                y.add(i).cast(),
+                _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(r),
+            );
         }
     }
-    super::scalar::mad_f16(&mut y[body..n], &x[body..n], a);
 }
 
-/// See `scalar::scale_f16`.
-///
-/// # Safety
-/// The CPU must have AVX2 and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn scale_f16(y: &mut [u16], a: f32) {
-    let n = y.len();
-    let body = n - n % 8;
-    // SAFETY: loads and stores stay below `body ≤ n`.
+/// `scalar::scale_f16` (y = f16(y · a)) over `n` elements, `n` a multiple of 8.
+#[inline(always)]
+unsafe fn scale_f16_8(y: *mut u16, n: usize, a: f32) {
+    // SAFETY: AVX2/F16C in every caller; `y` holds `n` values.
     unsafe {
         let av = _mm256_set1_ps(a);
-        let mut i = 0;
-        while i < body {
-            let yp = y.as_mut_ptr().add(i);
-            let yv = _mm256_cvtph_ps(_mm_loadu_si128(yp.cast()));
-            _mm_storeu_si128(
-                yp.cast(),
-                _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_mul_ps(yv, av)),
-            );
-            i += 8;
+        for i in (0..n).step_by(8) {
+            let yv = _mm256_cvtph_ps(_mm_loadu_si128(y.add(i).cast()));
+            let r = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_mul_ps(yv, av));
+            _mm_storeu_si128(y.add(i).cast(), r);
         }
     }
-    super::scalar::scale_f16(&mut y[body..n], a);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -865,7 +837,7 @@ unsafe fn f16r(v: f32) -> f32 {
 // ---------------------------------------------------------------------------------------------
 // Attention.
 
-/// `scalar::attend_f16` with the f16 helpers inlined (identical results); `q16.len()` is a
+/// `scalar::attend_f16` on the helpers above, inlined (identical results); `q16.len()` is a
 /// multiple of 64.
 ///
 /// # Safety
@@ -898,46 +870,18 @@ pub unsafe fn attend_f16(
             let nb = (n_pos - p0).min(BLOCK);
             for (j, score) in scores[..nb].iter_mut().enumerate() {
                 let kp = k.as_ptr().add((p0 + j) * stride);
-                // dot_f16_f16's body: 8 accumulators of 8 lanes over steps of 64, reduced
-                // pairwise; the f32 sum goes through f64 unchanged (no tail).
-                let mut a = [_mm256_setzero_ps(); 8];
-                for i in (0..hd).step_by(64) {
-                    for (jj, a) in a.iter_mut().enumerate() {
-                        let kv = _mm256_cvtph_ps(_mm_loadu_si128(kp.add(i + 8 * jj).cast()));
-                        *a = _mm256_fmadd_ps(kv, _mm256_loadu_ps(q16.as_ptr().add(i + 8 * jj)), *a);
-                    }
-                }
-                let lo = _mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[2], a[6]));
-                let hi = _mm256_add_ps(_mm256_add_ps(a[1], a[5]), _mm256_add_ps(a[3], a[7]));
-                let t8 = _mm256_add_ps(hi, lo);
-                let t4 = _mm_add_ps(_mm256_extractf128_ps(t8, 1), _mm256_castps256_ps128(t8));
-                let r = _mm_add_ps(t4, _mm_movehl_ps(t4, t4));
-                let r = _mm_add_ss(r, _mm_movehdup_ps(r));
-                *score = ((_mm_cvtss_f32(r) as f64) as f32) * scale;
+                *score = dot_f16_f16_64(kp, q16.as_ptr(), hd) * scale;
             }
             for (j, &score) in scores[..nb].iter().enumerate() {
-                let vp = v.as_ptr().add((p0 + j) * stride);
                 let (mut ms, mut vs) = (1.0f32, 1.0f32);
                 if score > m {
                     ms = (m - score).exp();
                     m = score;
-                    let av = _mm256_set1_ps(ms);
-                    for i in (0..hd).step_by(8) {
-                        let yv = _mm256_cvtph_ps(_mm_loadu_si128(ap.add(i).cast()));
-                        let r = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_mul_ps(yv, av));
-                        _mm_storeu_si128(ap.add(i).cast(), r);
-                    }
+                    scale_f16_8(ap, hd, ms);
                 } else {
                     vs = (score - m).exp();
                 }
-                let av = _mm256_set1_ps(vs);
-                for i in (0..hd).step_by(8) {
-                    let xv = _mm256_cvtph_ps(_mm_loadu_si128(vp.add(i).cast()));
-                    let yv = _mm256_cvtph_ps(_mm_loadu_si128(ap.add(i).cast()));
-                    let r =
-                        _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_fmadd_ps(xv, av, yv));
-                    _mm_storeu_si128(ap.add(i).cast(), r);
-                }
+                mad_f16_8(ap, v.as_ptr().add((p0 + j) * stride), hd, vs);
                 s = s.mul_add(ms, vs);
             }
         }
@@ -964,9 +908,7 @@ pub unsafe fn f32_to_f16_slice(dst: &mut [u16], src: &[f32]) {
             _mm_storeu_si128(dst.as_mut_ptr().add(i).cast(), h);
         }
     }
-    for i in body..n {
-        dst[i] = super::f32_to_f16(src[i]);
-    }
+    super::scalar::f32_to_f16_slice(&mut dst[body..n], &src[body..n]);
 }
 
 /// `dst[i] = f16_to_f32(src[i]) · mul`.
@@ -985,7 +927,5 @@ pub unsafe fn f16_to_f32_slice(dst: &mut [f32], src: &[u16], mul: f32) {
             _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_mul_ps(f, m));
         }
     }
-    for i in body..n {
-        dst[i] = super::f16_to_f32(src[i]) * mul;
-    }
+    super::scalar::f16_to_f32_slice(&mut dst[body..n], &src[body..n], mul);
 }

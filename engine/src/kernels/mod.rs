@@ -614,9 +614,7 @@ pub fn f32_to_f16_slice(dst: &mut [u16], src: &[f32]) {
         // SAFETY: F16C/AVX2 presence checked by `fast_f16`.
         return unsafe { avx2::f32_to_f16_slice(dst, src) };
     }
-    for (d, &s) in dst.iter_mut().zip(src) {
-        *d = f32_to_f16(s);
-    }
+    scalar::f32_to_f16_slice(dst, src)
 }
 
 /// `dst[i] = f16_to_f32(src[i]) · mul` over the common length.
@@ -626,9 +624,7 @@ pub fn f16_to_f32_slice(dst: &mut [f32], src: &[u16], mul: f32) {
         // SAFETY: F16C/AVX2 presence checked by `fast_f16`.
         return unsafe { avx2::f16_to_f32_slice(dst, src, mul) };
     }
-    for (d, &s) in dst.iter_mut().zip(src) {
-        *d = f16_to_f32(s) * mul;
-    }
+    scalar::f16_to_f32_slice(dst, src, mul)
 }
 
 /// Σ f16(k[i]) · q[i].
@@ -665,29 +661,6 @@ pub fn swiglu(gate: &mut [f32], up: &[f32]) {
     scalar::swiglu(gate, up)
 }
 
-/// Σ f16(k[i]) · q[i] where `q` holds f16-exact values (llama.cpp's attention rounds queries to
-/// f16), summed in ggml's order (64 lanes, pairwise reduction).
-pub fn dot_f16_f16(k: &[u16], q: &[f32]) -> f32 {
-    assert_eq!(k.len(), q.len(), "dot_f16_f16: lengths differ");
-    #[cfg(target_arch = "x86_64")]
-    if fast_f16() {
-        // SAFETY: AVX2/FMA/F16C presence checked by `fast_f16`.
-        return unsafe { avx2::dot_f16_f16(k, q) };
-    }
-    scalar::dot_f16_f16(k, q)
-}
-
-/// y = f16(fma(x, a, y)) on f16 storage (llama.cpp's f16 attention accumulator).
-pub fn mad_f16(y: &mut [u16], x: &[u16], a: f32) {
-    assert_eq!(y.len(), x.len(), "mad_f16: lengths differ");
-    #[cfg(target_arch = "x86_64")]
-    if fast_f16() {
-        // SAFETY: AVX2/FMA/F16C presence checked by `fast_f16`.
-        return unsafe { avx2::mad_f16(y, x, a) };
-    }
-    scalar::mad_f16(y, x, a)
-}
-
 /// Online-softmax attention of one query head over `n_pos` cached f16 positions (keys at
 /// `k[p*stride..]`, values at `v[p*stride..]`) with llama.cpp's flash-attention arithmetic (see
 /// `scalar::attend_f16`); `acc` (f16, zeroed by the caller) receives the unnormalized output.
@@ -716,16 +689,6 @@ pub fn attend_f16(
         return unsafe { avx2::attend_f16(k, v, stride, n_pos, q16, scale, acc) };
     }
     scalar::attend_f16(k, v, stride, n_pos, q16, scale, acc)
-}
-
-/// y = f16(y · a) on f16 storage.
-pub fn scale_f16(y: &mut [u16], a: f32) {
-    #[cfg(target_arch = "x86_64")]
-    if fast_f16() {
-        // SAFETY: AVX2/FMA/F16C presence checked by `fast_f16`.
-        return unsafe { avx2::scale_f16(y, a) };
-    }
-    scalar::scale_f16(y, a)
 }
 
 /// Whether the x86 SIMD element-wise helpers may run (the CPU has AVX2/FMA/F16C and

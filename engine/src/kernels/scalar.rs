@@ -167,6 +167,20 @@ pub fn scale_f16(y: &mut [u16], a: f32) {
     }
 }
 
+/// `dst[i] = f32_to_f16(src[i])` over the common length.
+pub fn f32_to_f16_slice(dst: &mut [u16], src: &[f32]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = f32_to_f16(s);
+    }
+}
+
+/// `dst[i] = f16_to_f32(src[i]) · mul` over the common length.
+pub fn f16_to_f32_slice(dst: &mut [f32], src: &[u16], mul: f32) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = f16_to_f32(s) * mul;
+    }
+}
+
 /// Online-softmax attention of one f16 query head (`q16`, f16-exact values) over `n_pos` cached
 /// positions, position `p`'s key at `k[p*stride..]` and value at `v[p*stride..]`, with ggml's
 /// flash-attention arithmetic: score = dot·scale; a new maximum rescales the f16 accumulator
