@@ -273,20 +273,128 @@ unsafe fn dot_q5_1<const T: usize>(bs: &[BlockQ5_1], xs: &[ActRow; T]) -> [f32; 
 // ---------------------------------------------------------------------------------------------
 // K-quants (against Q8_K).
 
-/// The 8 scales and 8 mins of a Q4_K/Q5_K super-block.
-#[inline(always)]
-pub(super) fn k_scales(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
-    let mut sc = [0u8; 8];
-    let mut mn = [0u8; 8];
-    for j in 0..8 {
-        (sc[j], mn[j]) = k_scale_min(j, s);
+/// A Q4_K/Q5_K super-block's scales, unpacked once and shared by every token, plus the f32
+/// steps after the integer lane sums (ggml's arithmetic, shared by the AVX2 and AVX-512
+/// kernels so the two keep the same float order).
+pub(super) struct KScales {
+    /// Sub-block scales.
+    pub sc: [u8; 8],
+    /// Sub-block mins.
+    pub mn: [u8; 8],
+    pub d: f32,
+    pub dmin: f32,
+}
+
+impl KScales {
+    /// # Safety
+    /// The CPU has F16C.
+    #[inline(always)]
+    pub(super) unsafe fn new(scales: &[u8; 12], d: [u8; 2], dmin: [u8; 2]) -> KScales {
+        let mut k = KScales {
+            sc: [0; 8],
+            mn: [0; 8],
+            // SAFETY: F16C per the contract.
+            d: unsafe { f16s(d) },
+            // SAFETY: as above.
+            dmin: unsafe { f16s(dmin) },
+        };
+        for j in 0..8 {
+            (k.sc[j], k.mn[j]) = k_scale_min(j, scales);
+        }
+        k
     }
-    (sc, mn)
+
+    /// Q4_K, super-block `i` of token `x`: `acc += (dx·d)·lanes`, `accm += (−dx·dmin)·(min
+    /// lanes)` (4 lanes; see [`q4_k_total`]).
+    ///
+    /// # Safety
+    /// The CPU has AVX2/FMA; `x` holds super-block `i`.
+    #[inline(always)]
+    pub(super) unsafe fn q4_step(
+        &self,
+        acc: &mut __m256,
+        accm: &mut __m128,
+        lanes: __m256i,
+        x: &ActRow,
+        i: usize,
+    ) {
+        // SAFETY: per the contract.
+        unsafe {
+            let dx = *x.d.get_unchecked(i);
+            *acc = _mm256_fmadd_ps(_mm256_set1_ps(dx * self.d), _mm256_cvtepi32_ps(lanes), *acc);
+            let prod = k_min_lanes(self.mn, x.bsums.as_ptr().add(16 * i));
+            *accm = _mm_fmadd_ps(_mm_set1_ps(-dx * self.dmin), _mm_cvtepi32_ps(prod), *accm);
+        }
+    }
+
+    /// Q5_K, super-block `i` of token `x`: `acc += (dx·d)·lanes`, and the min term as one
+    /// scalar, `mins += (−dx·dmin)·Σ min lanes`.
+    ///
+    /// # Safety
+    /// The CPU has AVX2/FMA; `x` holds super-block `i`.
+    #[inline(always)]
+    pub(super) unsafe fn q5_step(
+        &self,
+        acc: &mut __m256,
+        mins: &mut f32,
+        lanes: __m256i,
+        x: &ActRow,
+        i: usize,
+    ) {
+        // SAFETY: per the contract.
+        unsafe {
+            let dx = *x.d.get_unchecked(i);
+            *acc = _mm256_fmadd_ps(_mm256_set1_ps(dx * self.d), _mm256_cvtepi32_ps(lanes), *acc);
+            let prod = k_min_lanes(self.mn, x.bsums.as_ptr().add(16 * i));
+            let m = _mm_add_epi32(prod, _mm_shuffle_epi32(prod, 0b01_00_11_10));
+            let m = _mm_add_epi32(m, _mm_shuffle_epi32(m, 0b10_11_00_01));
+            *mins = (-dx * self.dmin).mul_add(_mm_cvtsi128_si32(m) as f32, *mins);
+        }
+    }
+}
+
+/// Q4_K's result from its accumulators: `hsum(acc) + ((m0 + m2) + (m1 + m3))`.
+///
+/// # Safety
+/// The CPU has AVX2.
+#[inline(always)]
+pub(super) unsafe fn q4_k_total(acc: __m256, accm: __m128) -> f32 {
+    // SAFETY: register ops.
+    unsafe {
+        let m = _mm_add_ps(accm, _mm_movehl_ps(accm, accm));
+        let m = _mm_add_ss(m, _mm_movehdup_ps(m));
+        hsum(acc) + _mm_cvtss_f32(m)
+    }
+}
+
+/// Q6_K, super-block `i` of token `x` with unsigned-code lane sums `sumi`: lane k loses
+/// `32 · (sc_{2k}·bs_{2k} + sc_{2k+1}·bs_{2k+1})` (`sc16`: the 16 scales as i16), then
+/// `acc += (dx·d)·lanes`.
+///
+/// # Safety
+/// The CPU has AVX2/FMA; `x` holds super-block `i`.
+#[inline(always)]
+pub(super) unsafe fn q6_k_step(
+    acc: &mut __m256,
+    sumi: __m256i,
+    sc16: __m256i,
+    d: f32,
+    x: &ActRow,
+    i: usize,
+) {
+    // SAFETY: per the contract.
+    unsafe {
+        let bsums = _mm256_loadu_si256(x.bsums.as_ptr().add(16 * i).cast());
+        let corr = _mm256_slli_epi32(_mm256_madd_epi16(bsums, sc16), 5);
+        let lanes = _mm256_sub_epi32(sumi, corr);
+        let dx = *x.d.get_unchecked(i);
+        *acc = _mm256_fmadd_ps(_mm256_set1_ps(dx * d), _mm256_cvtepi32_ps(lanes), *acc);
+    }
 }
 
 /// The four min lanes `m_{2i}·bs_{2i} + m_{2i+1}·bs_{2i+1}` (bs per 32 elements).
 #[inline(always)]
-pub(super) unsafe fn k_min_lanes(mins: [u8; 8], bsums: *const i16) -> __m128i {
+unsafe fn k_min_lanes(mins: [u8; 8], bsums: *const i16) -> __m128i {
     // SAFETY: `bsums` points at 16 i16.
     unsafe {
         let lo = _mm_loadu_si128(bsums.cast());
@@ -337,23 +445,13 @@ unsafe fn dot_q4_k<const T: usize>(bs: &[BlockQ4K], xs: &[ActRow; T]) -> [f32; T
         let mut accm = [_mm_setzero_ps(); T];
         let z = _mm256_setzero_si256();
         for (i, b) in bs.iter().enumerate() {
-            let (sc, mn) = k_scales(&b.scales);
-            let (dw, mw) = (f16s(b.d), f16s(b.dmin));
-            let sumi = k_lanes(&b.qs, &sc, i, xs, |_| (z, z));
+            let k = KScales::new(&b.scales, b.d, b.dmin);
+            let sumi = k_lanes(&b.qs, &k.sc, i, xs, |_| (z, z));
             for t in 0..T {
-                let dx = *xs[t].d.get_unchecked(i);
-                acc[t] =
-                    _mm256_fmadd_ps(_mm256_set1_ps(dx * dw), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
-                let prod = k_min_lanes(mn, xs[t].bsums.as_ptr().add(16 * i));
-                accm[t] = _mm_fmadd_ps(_mm_set1_ps(-dx * mw), _mm_cvtepi32_ps(prod), accm[t]);
+                k.q4_step(&mut acc[t], &mut accm[t], sumi[t], &xs[t], i);
             }
         }
-        std::array::from_fn(|t| {
-            let m = accm[t];
-            let m = _mm_add_ps(m, _mm_movehl_ps(m, m));
-            let m = _mm_add_ss(m, _mm_movehdup_ps(m));
-            hsum(acc[t]) + _mm_cvtss_f32(m)
-        })
+        std::array::from_fn(|t| q4_k_total(acc[t], accm[t]))
     }
 }
 
@@ -365,8 +463,7 @@ unsafe fn dot_q5_k<const T: usize>(bs: &[BlockQ5K], xs: &[ActRow; T]) -> [f32; T
         let mut mins = [0.0f32; T];
         let one = _mm256_set1_epi8(1);
         for (i, b) in bs.iter().enumerate() {
-            let (sc, mn) = k_scales(&b.scales);
-            let (dw, mw) = (f16s(b.d), f16s(b.dmin));
+            let k = KScales::new(&b.scales, b.d, b.dmin);
             let qh = _mm256_loadu_si256(b.qh.as_ptr().cast());
             let hi = |c: usize| {
                 // Bit 2c (2c+1) of each byte, moved to bit 4. 16-bit shifts cannot leak between
@@ -379,15 +476,9 @@ unsafe fn dot_q5_k<const T: usize>(bs: &[BlockQ5K], xs: &[ActRow; T]) -> [f32; T
                 );
                 (_mm256_slli_epi16(b0, 4), _mm256_slli_epi16(b1, 4))
             };
-            let sumi = k_lanes(&b.qs, &sc, i, xs, hi);
+            let sumi = k_lanes(&b.qs, &k.sc, i, xs, hi);
             for t in 0..T {
-                let dx = *xs[t].d.get_unchecked(i);
-                acc[t] =
-                    _mm256_fmadd_ps(_mm256_set1_ps(dx * dw), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
-                let prod = k_min_lanes(mn, xs[t].bsums.as_ptr().add(16 * i));
-                let m = _mm_add_epi32(prod, _mm_shuffle_epi32(prod, 0b01_00_11_10));
-                let m = _mm_add_epi32(m, _mm_shuffle_epi32(m, 0b10_11_00_01));
-                mins[t] = (-dx * mw).mul_add(_mm_cvtsi128_si32(m) as f32, mins[t]);
+                k.q5_step(&mut acc[t], &mut mins[t], sumi[t], &xs[t], i);
             }
         }
         std::array::from_fn(|t| hsum(acc[t]) + mins[t])
@@ -431,16 +522,10 @@ unsafe fn dot_q6_k<const T: usize>(bs: &[BlockQ6K], xs: &[ActRow; T]) -> [f32; T
                     }
                 }
             }
-            // −32 · (sc_{2k}·bs_{2k} + sc_{2k+1}·bs_{2k+1}) from lane k.
             let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.scales.as_ptr().cast()));
             let dw = f16s(b.d);
             for t in 0..T {
-                let bsums = _mm256_loadu_si256(xs[t].bsums.as_ptr().add(16 * i).cast());
-                let corr = _mm256_slli_epi32(_mm256_madd_epi16(bsums, sc16), 5);
-                let lanes = _mm256_sub_epi32(sumi[t], corr);
-                let dx = *xs[t].d.get_unchecked(i);
-                acc[t] =
-                    _mm256_fmadd_ps(_mm256_set1_ps(dx * dw), _mm256_cvtepi32_ps(lanes), acc[t]);
+                q6_k_step(&mut acc[t], sumi[t], sc16, dw, &xs[t], i);
             }
         }
         acc.map(|v| hsum(v))

@@ -4,6 +4,7 @@
 // `blocks` (so results equal the scalar path bit for bit). Other cases use the AVX2 kernels.
 
 use super::act::{ActRow, Acts};
+use super::avx2::{q4_k_total, q6_k_step, KScales};
 use super::blocks::*;
 use super::PREFETCH;
 use crate::gguf::GgmlType;
@@ -531,23 +532,13 @@ unsafe fn dot_q4_k<const T: usize>(bs: &[BlockQ4K], xs: &[ActRow; T]) -> [f32; T
         let mut acc = [_mm256_setzero_ps(); T];
         let mut accm = [_mm_setzero_ps(); T];
         for (i, b) in bs.iter().enumerate() {
-            let (sc, mn) = super::avx2::k_scales(&b.scales);
-            let (dw, mw) = (f16s(b.d), f16s(b.dmin));
-            let sumi = k_sumi(xs, i, |c| k_nibbles(b.qs.as_ptr().add(32 * c)), &sc);
+            let k = KScales::new(&b.scales, b.d, b.dmin);
+            let sumi = k_sumi(xs, i, |c| k_nibbles(b.qs.as_ptr().add(32 * c)), &k.sc);
             for t in 0..T {
-                let dx = *xs[t].d.get_unchecked(i);
-                let lanes = _mm256_cvtepi32_ps(fold(sumi[t]));
-                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * dw), lanes, acc[t]);
-                let prod = super::avx2::k_min_lanes(mn, xs[t].bsums.as_ptr().add(16 * i));
-                accm[t] = _mm_fmadd_ps(_mm_set1_ps(-dx * mw), _mm_cvtepi32_ps(prod), accm[t]);
+                k.q4_step(&mut acc[t], &mut accm[t], fold(sumi[t]), &xs[t], i);
             }
         }
-        std::array::from_fn(|t| {
-            let m = accm[t];
-            let m = _mm_add_ps(m, _mm_movehl_ps(m, m));
-            let m = _mm_add_ss(m, _mm_movehdup_ps(m));
-            hsum(acc[t]) + _mm_cvtss_f32(m)
-        })
+        std::array::from_fn(|t| q4_k_total(acc[t], accm[t]))
     }
 }
 
@@ -559,8 +550,7 @@ unsafe fn dot_q5_k<const T: usize>(bs: &[BlockQ5K], xs: &[ActRow; T]) -> [f32; T
         let mut mins = [0.0f32; T];
         let one = _mm512_set1_epi8(1);
         for (i, b) in bs.iter().enumerate() {
-            let (sc, mn) = super::avx2::k_scales(&b.scales);
-            let (dw, mw) = (f16s(b.d), f16s(b.dmin));
+            let k = KScales::new(&b.scales, b.d, b.dmin);
             let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(b.qh.as_ptr().cast()));
             let w = |c: usize| {
                 // Bit 2c (lower half) / 2c + 1 (upper half) of each qh byte, moved to bit 4;
@@ -572,15 +562,9 @@ unsafe fn dot_q5_k<const T: usize>(bs: &[BlockQ5K], xs: &[ActRow; T]) -> [f32; T
                     _mm512_slli_epi16(h, 4),
                 )
             };
-            let sumi = k_sumi(xs, i, w, &sc);
+            let sumi = k_sumi(xs, i, w, &k.sc);
             for t in 0..T {
-                let dx = *xs[t].d.get_unchecked(i);
-                let lanes = _mm256_cvtepi32_ps(fold(sumi[t]));
-                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * dw), lanes, acc[t]);
-                let prod = super::avx2::k_min_lanes(mn, xs[t].bsums.as_ptr().add(16 * i));
-                let m = _mm_add_epi32(prod, _mm_shuffle_epi32(prod, 0b01_00_11_10));
-                let m = _mm_add_epi32(m, _mm_shuffle_epi32(m, 0b10_11_00_01));
-                mins[t] = (-dx * mw).mul_add(_mm_cvtsi128_si32(m) as f32, mins[t]);
+                k.q5_step(&mut acc[t], &mut mins[t], fold(sumi[t]), &xs[t], i);
             }
         }
         std::array::from_fn(|t| hsum(acc[t]) + mins[t])
@@ -628,16 +612,10 @@ unsafe fn dot_q6_k<const T: usize>(bs: &[BlockQ6K], xs: &[ActRow; T]) -> [f32; T
                     sumi[t] = _mm512_dpwssd_epi32(sumi[t], _mm512_maddubs_epi16(q23, x23), s23);
                 }
             }
-            // −32 · (sc_{2k}·bs_{2k} + sc_{2k+1}·bs_{2k+1}) from lane k.
             let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.scales.as_ptr().cast()));
             let dw = f16s(b.d);
             for t in 0..T {
-                let bsums = _mm256_loadu_si256(xs[t].bsums.as_ptr().add(16 * i).cast());
-                let corr = _mm256_slli_epi32(_mm256_madd_epi16(bsums, sc16), 5);
-                let lanes = _mm256_sub_epi32(fold(sumi[t]), corr);
-                let dx = *xs[t].d.get_unchecked(i);
-                acc[t] =
-                    _mm256_fmadd_ps(_mm256_set1_ps(dx * dw), _mm256_cvtepi32_ps(lanes), acc[t]);
+                q6_k_step(&mut acc[t], fold(sumi[t]), sc16, dw, &xs[t], i);
             }
         }
         acc.map(|v| hsum(v))
