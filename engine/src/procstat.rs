@@ -22,17 +22,12 @@ pub fn peak_rss_bytes() -> u64 {
 
 /// Current resident set size in bytes from `/proc/self/statm` (one short read: cheap enough to
 /// take once per generated token), or `None` when it cannot be read.
-pub fn current_rss_bytes() -> Option<u64> {
+pub fn rss_bytes() -> Option<u64> {
     let s = fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = s.split_ascii_whitespace().nth(1)?.parse().ok()?;
     // SAFETY: sysconf has no memory-safety preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     (page > 0).then(|| pages * page as u64)
-}
-
-/// Current resident set size in bytes (`VmRSS`).
-pub fn rss_bytes() -> u64 {
-    status_kib("VmRSS:").map(|k| k * 1024).unwrap_or(0)
 }
 
 fn status_kib(key: &str) -> Option<u64> {

@@ -151,7 +151,7 @@ impl TokenSink for ProfiledSink<'_> {
                 },
                 streamed_bytes: st.streamed_bytes.saturating_sub(self.streamed),
                 stall_ns: st.stall_ns.saturating_sub(self.stall),
-                rss_bytes: crate::procstat::current_rss_bytes(),
+                rss_bytes: crate::procstat::rss_bytes(),
             };
             self.prof.token(&rec);
             self.read_bytes = rb;
