@@ -359,6 +359,19 @@ fn awkward_activations(n: usize, cols: usize, rng: &mut Rng) -> Vec<f32> {
     x
 }
 
+/// Every plane of quantized activations, owned (for comparing two quantizations).
+#[allow(clippy::type_complexity)]
+fn planes(a: &Acts) -> (Vec<i8>, Vec<f32>, Vec<f32>, Vec<i32>, Vec<i16>, Vec<f32>) {
+    (
+        a.qs.to_vec(),
+        a.d.to_vec(),
+        a.s.to_vec(),
+        a.sum32.to_vec(),
+        a.bsums.to_vec(),
+        a.f.to_vec(),
+    )
+}
+
 #[test]
 fn simd_and_parallel_quantization_match_scalar() {
     let mut rng = Rng::new(11);
@@ -366,15 +379,7 @@ fn simd_and_parallel_quantization_match_scalar() {
     let x = awkward_activations(n, cols, &mut rng);
     let serial = |kind| {
         let mut b = ActBuf::new(n, cols, true);
-        let a = b.quantize(kind, Isa::Scalar, &x, n, cols, Par::SERIAL);
-        (
-            a.qs.to_vec(),
-            a.d.to_vec(),
-            a.s.to_vec(),
-            a.sum32.to_vec(),
-            a.bsums.to_vec(),
-            a.f.to_vec(),
-        )
+        planes(&b.quantize(kind, Isa::Scalar, &x, n, cols, Par::SERIAL))
     };
     let three = Kernels::with_isa(3, Isa::detect());
     for isa in Isa::available() {
@@ -384,15 +389,7 @@ fn simd_and_parallel_quantization_match_scalar() {
                 let mut b = ActBuf::new(n, cols, true);
                 let got = three.session(|| {
                     let run = |c: usize, f: &(dyn Fn(usize, usize) + Sync)| three.parallel(c, f);
-                    let a = b.quantize(kind, isa, &x, n, cols, Par { chunks, run: &run });
-                    (
-                        a.qs.to_vec(),
-                        a.d.to_vec(),
-                        a.s.to_vec(),
-                        a.sum32.to_vec(),
-                        a.bsums.to_vec(),
-                        a.f.to_vec(),
-                    )
+                    planes(&b.quantize(kind, isa, &x, n, cols, Par { chunks, run: &run }))
                 });
                 assert!(
                     got == want,
