@@ -345,6 +345,17 @@ impl Kernels {
         self.team.session(&self.pool, body)
     }
 
+    /// How many pieces per-token work on `n` tokens is cut into: 1 (the calling thread alone)
+    /// for a few tokens, since one decode token is too little work to pay for a parallel
+    /// region; else up to 4 per worker.
+    pub fn token_chunks(&self, n: usize) -> usize {
+        if n < 4 || self.threads() == 1 {
+            1
+        } else {
+            n.min(4 * self.threads())
+        }
+    }
+
     /// `f(chunk, worker)` for every chunk in `0..n_chunks`, spread over the session's workers
     /// (`worker < threads()`).
     pub fn parallel(&self, n_chunks: usize, f: &(dyn Fn(usize, usize) + Sync)) {
@@ -417,15 +428,10 @@ impl Kernels {
                     ng += 1;
                 }
             }
-            // Prefill batches quantize their token rows in parallel; a decode row is too small
-            // to pay for a parallel region.
+            // Prefill batches quantize their token rows in parallel.
             let run = |c: usize, f: &(dyn Fn(usize, usize) + Sync)| self.team.run(c, f);
             let par = Par {
-                chunks: if n_tokens >= 4 {
-                    n_tokens.min(4 * self.threads())
-                } else {
-                    1
-                },
+                chunks: self.token_chunks(n_tokens),
                 run: &run,
             };
             let acts = scratch.quantize(kind, self.isa, x, n_tokens, cols, par);

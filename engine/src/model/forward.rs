@@ -511,14 +511,13 @@ fn attend(
     f16_to_f32_slice(out, acc, inv);
 }
 
-/// `f(t)` for every token `t < n`: spread over the workers for a batch, inline for a few tokens
-/// (one decode token is too little work to pay for a parallel region).
+/// `f(t)` for every token `t < n`, in [`Kernels::token_chunks`] pieces over the workers.
 fn per_token(kern: &Kernels, n: usize, f: &(dyn Fn(usize) + Sync)) {
-    if n < 4 || kern.threads() == 1 {
+    let chunks = kern.token_chunks(n);
+    if chunks == 1 {
         (0..n).for_each(f);
         return;
     }
-    let chunks = n.min(4 * kern.threads());
     kern.parallel(chunks, &|c, _| {
         (c * n / chunks..(c + 1) * n / chunks).for_each(f)
     });
