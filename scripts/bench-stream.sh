@@ -31,7 +31,7 @@ cg_version() {
 # disk_read_bytes — bytes read so far from the disk holding the models (BENCH_DISK, e.g. vda).
 disk_read_bytes() {
     local d="${BENCH_DISK:-$(basename "$(df --output=source "$ROOT/models/" | tail -1)")}"
-    awk -v d="$d" '$3==d {print $6*512}' /proc/diskstats | head -1 | grep . || echo 0
+    awk -v d="$d" '$3==d {printf "%.0f\n", $6*512}' /proc/diskstats | head -1 | grep . || echo 0
 }
 
 # cg_run CAP_BYTES OUT_PREFIX CMD... — run CMD (stdout > PREFIX.out, stderr > PREFIX.err) in a
@@ -66,12 +66,12 @@ cg_run() {
         oom=$(awk '/oom_kill /{print $2}' "$mem/memory.oom_control"); oom=${oom:-0}
         fail=$(cat "$mem/memory.failcnt")
         rb=0
-        [[ -n "$io" ]] && rb=$(awk '$2=="Read"{s+=$3} END{print s+0}' "$io/blkio.throttle.io_service_bytes")
+        [[ -n "$io" ]] && rb=$(awk '$2=="Read"{s+=$3} END{printf "%.0f\n", s}' "$io/blkio.throttle.io_service_bytes")
     else
         peak=$(cat "$mem/memory.peak" 2>/dev/null || echo 0)
         oom=$(awk '/^oom_kill /{print $2}' "$mem/memory.events")
         fail=$(awk '/^max /{print $2}' "$mem/memory.events")
-        rb=$(awk '{for(i=1;i<=NF;i++) if($i ~ /^rbytes=/){split($i,a,"="); s+=a[2]}} END{print s+0}' "$mem/io.stat" 2>/dev/null || echo 0)
+        rb=$(awk '{for(i=1;i<=NF;i++) if($i ~ /^rbytes=/){split($i,a,"="); s+=a[2]}} END{printf "%.0f\n", s}' "$mem/io.stat" 2>/dev/null || echo 0)
     fi
     # blkio may not see reads on every setup (v1 without a blkio policy): fall back to the disk's
     # sectors-read delta (system-wide; run on a quiet machine).
@@ -109,7 +109,7 @@ main() {
     done
     [[ $(id -u) -eq 0 ]] || die "needs root (cgroups, drop_caches)"
     need_model
-    [[ -x "$LLAMA_BIN/llama-completion" ]] || "$ROOT/scripts/build-llama-ref.sh" >/dev/null
+    LLAMA_BIN="$("$ROOT/scripts/build-llama-ref.sh" | tail -n 1)"
     local fs; fs="$(flashslim_bin)"
     local tmp; tmp="$(mktemp -d)"
     local rows=()

@@ -57,6 +57,31 @@ need_rust() {
     command -v cc >/dev/null || need_apt build-essential
 }
 
+# The reference llama.cpp: the tree vendored in this pinned llama-cpp-python sdist from PyPI.
+LLAMA_SDIST_VERSION="0.3.36"
+LLAMA_SDIST_SHA256="832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
+
+# llama_sdist — download (once, verified) the pinned sdist into .cache/llama.cpp/ and print its
+# path. pip reads an sdist's metadata even for a download, and this one's build backend
+# (scikit-build-core) needs cmake >= 3.21 for that, so both are installed first.
+llama_sdist() {
+    local sdist="$FLASHSLIM_ROOT/.cache/llama.cpp/llama_cpp_python-$LLAMA_SDIST_VERSION.tar.gz" dl
+    mkdir -p "${sdist%/*}"
+    if [[ ! -s "$sdist" ]] || ! echo "$LLAMA_SDIST_SHA256  $sdist" | sha256sum -c --quiet - 2>/dev/null; then
+        need_apt python3 python3-pip cmake
+        need_pip scikit-build-core
+        dl="$(mktemp -d)"
+        python3 -m pip download --quiet --no-deps --no-build-isolation --no-binary :all: \
+            "llama-cpp-python==$LLAMA_SDIST_VERSION" -d "$dl" >&2 \
+            || { rm -rf "$dl"; die "pip download llama-cpp-python==$LLAMA_SDIST_VERSION failed"; }
+        mv "$dl/llama_cpp_python-$LLAMA_SDIST_VERSION.tar.gz" "$sdist.partial" && rm -rf "$dl"
+        echo "$LLAMA_SDIST_SHA256  $sdist.partial" | sha256sum -c --quiet - \
+            || die "sha256 mismatch for $sdist (llama-cpp-python $LLAMA_SDIST_VERSION)"
+        mv "$sdist.partial" "$sdist"
+    fi
+    echo "$sdist"
+}
+
 # need_model — the default model in models/.
 need_model() { "$FLASHSLIM_ROOT/scripts/fetch-model.sh" >/dev/null; }
 

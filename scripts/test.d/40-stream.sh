@@ -16,6 +16,9 @@ if [[ $(id -u) -ne 0 || ! -d /sys/fs/cgroup/memory && ! -f /sys/fs/cgroup/cgroup
     exit 0
 fi
 . "$FLASHSLIM_ROOT/scripts/bench-stream.sh"
+# Regression (mawk_prints_large_counts_in_e_notation): Debian's awk printed the disk's read-byte
+# count past 2^31 as "6.98081e+10", which broke the shell arithmetic of every cgroup run.
+[[ "$(disk_read_bytes)" =~ ^[0-9]+$ ]] || die "disk_read_bytes is not an integer: $(disk_read_bytes)"
 fs="$(flashslim_bin)"
 tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
 cap=$(( 64 << 20 ))

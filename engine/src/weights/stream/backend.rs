@@ -3,7 +3,6 @@
 // pread threads. Both report completions the moment they happen, through `Shared::complete`.
 
 use super::Shared;
-use crate::probes::monotonic_ns;
 use crate::weights::WeightError;
 use io_uring::{opcode, types, IoUring, Probe};
 use std::collections::VecDeque;
@@ -185,7 +184,7 @@ fn reap(ring: Arc<IoUring>, shared: Arc<Shared>) {
         }
         let stop = done.iter().any(|&(u, _)| u == STOP);
         done.retain(|&(u, _)| u != STOP);
-        shared.complete(&done, monotonic_ns());
+        shared.complete(&done);
         done.clear();
         if stop {
             return;
@@ -295,6 +294,6 @@ fn pread_worker(fd: i32, jobs: &(Mutex<Jobs>, Condvar), shared: &Shared) {
                 break -e;
             }
         };
-        shared.complete(&[(job.id as u64, res)], monotonic_ns());
+        shared.complete(&[(job.id as u64, res)]);
     }
 }

@@ -271,6 +271,8 @@ struct Core {
     recording: bool,
     events: Vec<IoEvent>,
     events_dropped: u64,
+    /// Time of the last recorded event (checks the ordering rule in debug builds).
+    last_event_ns: u64,
     profiler: Option<Profiler>,
 }
 
@@ -291,14 +293,41 @@ impl Shared {
     }
 
     /// Completions from a backend thread: (sub-read id, result as the kernel returns it).
-    pub(crate) fn complete(&self, done: &[(u64, i32)], t_ns: u64) {
+    /// The completion time is read under the core lock, like every other event's, so the I/O
+    /// event log is in time order by construction.
+    pub(crate) fn complete(&self, done: &[(u64, i32)]) {
         let mut c = self.lock();
+        let t_ns = monotonic_ns();
         for &(id, res) in done {
             c.on_complete(id as u32, res, t_ns);
         }
         c.pump();
         drop(c);
         self.cv.notify_all();
+    }
+
+    /// A read done on the calling thread, outside the core lock: its submit and completion
+    /// events (and probes) are stamped under the lock, before and after `read`.
+    fn sync_read<E>(
+        &self,
+        chunk: u32,
+        start: u64,
+        len: u64,
+        read: impl FnOnce() -> Result<u64, E>,
+    ) -> Result<u64, E> {
+        {
+            let mut c = self.lock();
+            let t0 = monotonic_ns();
+            probes::chunk_submit(chunk as u64, start, len, NO_SLOT as u64);
+            c.record(IoEventKind::Submit, chunk, start, len, NO_SLOT, t0);
+        }
+        let got = read()?;
+        let mut c = self.lock();
+        let t1 = monotonic_ns();
+        probes::chunk_complete(chunk as u64, start, got, NO_SLOT as u64);
+        c.read_bytes += got;
+        c.record(IoEventKind::Complete, chunk, start, got, NO_SLOT, t1);
+        Ok(got)
     }
 
     /// A backend thread died: fail every wait.
@@ -316,6 +345,8 @@ impl Core {
         }
     }
 
+    /// Append one event. `t` must have been read while holding the core lock (the log's order
+    /// is the lock's order, so events are in time order).
     fn record(
         &mut self,
         kind: IoEventKind,
@@ -325,6 +356,8 @@ impl Core {
         slot: u32,
         t: u64,
     ) {
+        debug_assert!(t >= self.last_event_ns, "event time read outside the core lock");
+        self.last_event_ns = t;
         if !self.recording {
             return;
         }
@@ -623,6 +656,7 @@ impl StreamSource {
             recording: false,
             events: Vec::new(),
             events_dropped: 0,
+            last_event_ns: 0,
             profiler: opts.profile.then(Profiler::default),
         };
         Ok(StreamSource {
@@ -697,27 +731,12 @@ impl StreamSource {
 
     /// Synchronous aligned read of `out.len()` bytes at `offset` (read_at, small tensors).
     fn read_direct(&self, offset: u64, out: &mut [u8]) -> Result<(), WeightError> {
-        let t0 = monotonic_ns();
         let start = floor_align(offset);
         let len = ceil_align(offset + out.len() as u64) - start;
-        probes::chunk_submit(READ_AT_CHUNK as u64, start, len, NO_SLOT as u64);
-        let got = {
+        self.shared.sync_read(READ_AT_CHUNK, start, len, || {
             let mut b = self.bounce.lock().unwrap_or_else(|e| e.into_inner());
-            self.file.read_unaligned(offset, out, &mut b)?
-        };
-        let t1 = monotonic_ns();
-        probes::chunk_complete(READ_AT_CHUNK as u64, start, got, NO_SLOT as u64);
-        let mut c = self.shared.lock();
-        c.read_bytes += got;
-        c.record(IoEventKind::Submit, READ_AT_CHUNK, start, len, NO_SLOT, t0);
-        c.record(
-            IoEventKind::Complete,
-            READ_AT_CHUNK,
-            start,
-            got,
-            NO_SLOT,
-            t1,
-        );
+            self.file.read_unaligned(offset, out, &mut b)
+        })?;
         Ok(())
     }
 
@@ -769,25 +788,10 @@ impl StreamSource {
         let mut base_of = Vec::with_capacity(extents.len());
         for (i, r) in extents.iter().enumerate() {
             let len = (r.end - r.start) as usize;
-            let t0 = monotonic_ns();
             let chunk = RESIDENT_CHUNK | i as u32;
-            probes::chunk_submit(chunk as u64, r.start, len as u64, NO_SLOT as u64);
-            let got = self
-                .file
-                .read_aligned(r.start, &mut buf.as_mut_slice()[at..at + len])?;
-            probes::chunk_complete(chunk as u64, r.start, got, NO_SLOT as u64);
-            let mut c = self.shared.lock();
-            c.read_bytes += got;
-            c.record(IoEventKind::Submit, chunk, r.start, len as u64, NO_SLOT, t0);
-            c.record(
-                IoEventKind::Complete,
-                chunk,
-                r.start,
-                got,
-                NO_SLOT,
-                monotonic_ns(),
-            );
-            drop(c);
+            let dst = &mut buf.as_mut_slice()[at..at + len];
+            self.shared
+                .sync_read(chunk, r.start, len as u64, || self.file.read_aligned(r.start, dst))?;
             base_of.push((r.clone(), at));
             at += len;
         }
@@ -938,7 +942,9 @@ impl StreamSource {
                 probes::wait_begin(chunk as u64);
                 let ch = &c.chunks[chunk as usize];
                 let (off, size) = (ch.offset, ch.size);
-                c.record(IoEventKind::WaitBegin, chunk, off, size, NO_SLOT, t0);
+                // Not t0: pump() above may have stamped submits after it.
+                let tw = monotonic_ns();
+                c.record(IoEventKind::WaitBegin, chunk, off, size, NO_SLOT, tw);
             }
             if now >= deadline {
                 let ch = &c.chunks[chunk as usize];
