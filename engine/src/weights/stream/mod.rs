@@ -356,7 +356,10 @@ impl Core {
         slot: u32,
         t: u64,
     ) {
-        debug_assert!(t >= self.last_event_ns, "event time read outside the core lock");
+        debug_assert!(
+            t >= self.last_event_ns,
+            "event time read outside the core lock"
+        );
         self.last_event_ns = t;
         if !self.recording {
             return;
@@ -790,8 +793,9 @@ impl StreamSource {
             let len = (r.end - r.start) as usize;
             let chunk = RESIDENT_CHUNK | i as u32;
             let dst = &mut buf.as_mut_slice()[at..at + len];
-            self.shared
-                .sync_read(chunk, r.start, len as u64, || self.file.read_aligned(r.start, dst))?;
+            self.shared.sync_read(chunk, r.start, len as u64, || {
+                self.file.read_aligned(r.start, dst)
+            })?;
             base_of.push((r.clone(), at));
             at += len;
         }
